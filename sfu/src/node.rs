@@ -1,0 +1,282 @@
+//! A media node: the rooms it hosts, and the calls the signaling service
+//! makes on it (join a participant, the RoomService admin calls).
+
+use crate::participant::{self, ParticipantHandle, SessionParts};
+use crate::room::{Grants, JoinRequest, Room, RoomConfig, RoomError, RoomInput};
+use crate::room_task::{self, RoomEvent, RoomSnapshot};
+use livekit_protocol as lk;
+use salon_common::{ParticipantIdentity, ParticipantSid, RoomName, TrackSid, new_sid};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Errors of node calls, as the signaling service maps them to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("requested room does not exist")]
+    RoomNotFound,
+    #[error(transparent)]
+    Room(#[from] RoomError),
+    #[error("the room closed while the call was in progress")]
+    RoomClosed,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Address that media sockets bind to and that ICE candidates announce.
+    pub rtc_bind_ip: IpAddr,
+}
+
+/// Who joins, and with which rights.
+#[derive(Clone, Debug)]
+pub struct JoinParams {
+    pub room: RoomName,
+    pub identity: ParticipantIdentity,
+    pub name: String,
+    pub metadata: String,
+    pub attributes: HashMap<String, String>,
+    pub grants: Grants,
+    pub auto_subscribe: bool,
+}
+
+/// A joined participant's signal channel to and from the node. Dropping
+/// `to_node` ends the session.
+pub struct Session {
+    pub sid: ParticipantSid,
+    pub to_node: mpsc::Sender<lk::SignalRequest>,
+    pub from_node: mpsc::Receiver<lk::SignalResponse>,
+}
+
+/// Signal messages buffered per direction; a client that falls this far
+/// behind is disconnected rather than allowed to grow memory.
+const SIGNAL_QUEUE: usize = 256;
+
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: NodeConfig,
+    rooms: Mutex<HashMap<RoomName, mpsc::UnboundedSender<RoomEvent>>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    pub fn new(config: NodeConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                rooms: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, mpsc::UnboundedSender<RoomEvent>>> {
+        // A poisoned lock only means a panic elsewhere; the map itself is intact.
+        self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn room(&self, name: &RoomName) -> Option<mpsc::UnboundedSender<RoomEvent>> {
+        self.rooms().get(name).filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    /// The room's task, started with `config` if the room does not exist.
+    fn room_or_create(&self, name: &RoomName, config: RoomConfig) -> mpsc::UnboundedSender<RoomEvent> {
+        let mut rooms = self.rooms();
+        if let Some(tx) = rooms.get(name).filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let room = Room::new(name.clone(), config, now_ms(), Instant::now());
+        let node = Arc::downgrade(&self.inner);
+        let own_tx = tx.clone();
+        tokio::spawn(room_task::run(room, rx, move |name| {
+            if let Some(node) = node.upgrade() {
+                let mut rooms = node.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                // Only forget the room if it was not already replaced.
+                if rooms.get(name).is_some_and(|tx| tx.same_channel(&own_tx)) {
+                    rooms.remove(name);
+                }
+            }
+        }));
+        rooms.insert(name.clone(), tx.clone());
+        tx
+    }
+
+    /// Joins a participant, creating the room on first join as LiveKit does.
+    pub async fn join(&self, params: JoinParams) -> Result<Session, NodeError> {
+        let sid = ParticipantSid::new(new_sid("PA_"));
+        let request = JoinRequest {
+            sid: sid.clone(),
+            identity: params.identity,
+            name: params.name,
+            metadata: params.metadata,
+            attributes: params.attributes,
+            grants: params.grants,
+            auto_subscribe: params.auto_subscribe,
+            joined_at_ms: now_ms(),
+        };
+        // A room that closes between lookup and join is created afresh, once.
+        for _ in 0..2 {
+            let room = self.room_or_create(&params.room, RoomConfig::default());
+            let (handle, commands) = ParticipantHandle::new();
+            let (reply_tx, reply_rx) = oneshot::channel();
+            let sent = room.send(RoomEvent::Join {
+                request: request.clone(),
+                participant: handle,
+                reply: reply_tx,
+            });
+            if sent.is_err() {
+                continue;
+            }
+            let Ok(result) = reply_rx.await else {
+                continue;
+            };
+            result?;
+            let (to_node, from_client) = mpsc::channel(SIGNAL_QUEUE);
+            let (to_client, from_node) = mpsc::channel(SIGNAL_QUEUE);
+            tokio::spawn(participant::run(SessionParts {
+                sid: sid.clone(),
+                bind_ip: self.inner.config.rtc_bind_ip,
+                room,
+                commands,
+                from_client,
+                to_client,
+            }));
+            return Ok(Session {
+                sid,
+                to_node,
+                from_node,
+            });
+        }
+        Err(NodeError::RoomClosed)
+    }
+
+    pub async fn create_room(&self, name: RoomName, config: RoomConfig) -> Result<lk::Room, NodeError> {
+        let room = self.room_or_create(&name, config);
+        Ok(snapshot(&room).await?.room)
+    }
+
+    /// Rooms, all or those named.
+    pub async fn list_rooms(&self, names: &[RoomName]) -> Vec<lk::Room> {
+        let rooms: Vec<_> = self
+            .rooms()
+            .iter()
+            .filter(|(name, _)| names.is_empty() || names.contains(name))
+            .map(|(_, tx)| tx.clone())
+            .collect();
+        let mut out = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            if let Ok(s) = snapshot(&room).await {
+                out.push(s.room);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub async fn delete_room(&self, name: &RoomName) -> Result<(), NodeError> {
+        let room = self.room(name).ok_or(NodeError::RoomNotFound)?;
+        admin(&room, RoomInput::Close).await.map(|_| ())
+    }
+
+    pub async fn list_participants(&self, name: &RoomName) -> Result<Vec<lk::ParticipantInfo>, NodeError> {
+        let room = self.room(name).ok_or(NodeError::RoomNotFound)?;
+        Ok(snapshot(&room).await?.participants)
+    }
+
+    pub async fn get_participant(
+        &self,
+        name: &RoomName,
+        identity: &ParticipantIdentity,
+    ) -> Result<lk::ParticipantInfo, NodeError> {
+        self.list_participants(name)
+            .await?
+            .into_iter()
+            .find(|p| p.identity == identity.as_str())
+            .ok_or(NodeError::Room(RoomError::ParticipantNotFound))
+    }
+
+    pub async fn remove_participant(
+        &self,
+        name: &RoomName,
+        identity: ParticipantIdentity,
+    ) -> Result<(), NodeError> {
+        let room = self.room(name).ok_or(NodeError::RoomNotFound)?;
+        admin(&room, RoomInput::Remove { identity }).await.map(|_| ())
+    }
+
+    pub async fn mute_published_track(
+        &self,
+        name: &RoomName,
+        identity: ParticipantIdentity,
+        track: TrackSid,
+        muted: bool,
+    ) -> Result<lk::TrackInfo, NodeError> {
+        let room = self.room(name).ok_or(NodeError::RoomNotFound)?;
+        let snapshot = admin(
+            &room,
+            RoomInput::AdminMute {
+                identity,
+                track: track.clone(),
+                muted,
+            },
+        )
+        .await?;
+        snapshot
+            .participants
+            .iter()
+            .flat_map(|p| p.tracks.iter())
+            .find(|t| t.sid == track.as_str())
+            .cloned()
+            .ok_or(NodeError::Room(RoomError::TrackNotFound))
+    }
+
+    pub async fn update_participant(
+        &self,
+        name: &RoomName,
+        request: lk::UpdateParticipantRequest,
+    ) -> Result<lk::ParticipantInfo, NodeError> {
+        let room = self.room(name).ok_or(NodeError::RoomNotFound)?;
+        let identity = ParticipantIdentity::new(request.identity);
+        let snapshot = admin(
+            &room,
+            RoomInput::AdminUpdate {
+                identity: identity.clone(),
+                name: request.name,
+                metadata: request.metadata,
+                attributes: request.attributes,
+                permission: request.permission,
+            },
+        )
+        .await?;
+        snapshot
+            .participants
+            .into_iter()
+            .find(|p| p.identity == identity.as_str())
+            .ok_or(NodeError::Room(RoomError::ParticipantNotFound))
+    }
+}
+
+async fn snapshot(room: &mpsc::UnboundedSender<RoomEvent>) -> Result<RoomSnapshot, NodeError> {
+    let (tx, rx) = oneshot::channel();
+    room.send(RoomEvent::Snapshot(tx))
+        .map_err(|_| NodeError::RoomClosed)?;
+    rx.await.map_err(|_| NodeError::RoomClosed)
+}
+
+async fn admin(room: &mpsc::UnboundedSender<RoomEvent>, input: RoomInput) -> Result<RoomSnapshot, NodeError> {
+    let (tx, rx) = oneshot::channel();
+    room.send(RoomEvent::Admin { input, reply: tx })
+        .map_err(|_| NodeError::RoomClosed)?;
+    Ok(rx.await.map_err(|_| NodeError::RoomClosed)??)
+}

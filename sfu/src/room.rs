@@ -1,0 +1,797 @@
+//! The room state machine: who is in a room, what they publish and who
+//! receives what. Sans-IO: it never touches a socket or reads a clock; the
+//! room task (`room_task.rs`) feeds it inputs with an `Instant` and carries
+//! out the outputs it queues.
+
+use livekit_protocol as lk;
+use salon_common::{ParticipantIdentity, ParticipantSid, RoomName, RoomSid, TrackSid, new_sid};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Why the room refused an input. Peers see these as signal errors, admins as
+/// Twirp errors; none of them affects anyone else in the room.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RoomError {
+    #[error("room is full")]
+    RoomFull,
+    #[error("participant not found")]
+    ParticipantNotFound,
+    #[error("track not found")]
+    TrackNotFound,
+    #[error("participant is not allowed to {0}")]
+    NotAllowed(&'static str),
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+}
+
+/// Settings a room is created with (CreateRoom, or defaults on first join).
+#[derive(Clone, Debug)]
+pub struct RoomConfig {
+    pub empty_timeout: Duration,
+    pub max_participants: u32,
+    pub metadata: String,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        Self {
+            empty_timeout: salon_common::DEFAULT_EMPTY_TIMEOUT,
+            max_participants: 0,
+            metadata: String::new(),
+        }
+    }
+}
+
+/// What a participant may do, from its token's grants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grants {
+    pub can_publish: bool,
+    pub can_subscribe: bool,
+    pub can_publish_data: bool,
+    pub can_update_metadata: bool,
+    pub hidden: bool,
+}
+
+impl Grants {
+    fn to_proto(&self) -> lk::ParticipantPermission {
+        lk::ParticipantPermission {
+            can_subscribe: self.can_subscribe,
+            can_publish: self.can_publish,
+            can_publish_data: self.can_publish_data,
+            can_update_metadata: self.can_update_metadata,
+            hidden: self.hidden,
+            ..Default::default()
+        }
+    }
+}
+
+/// A participant asking to join.
+#[derive(Clone, Debug)]
+pub struct JoinRequest {
+    pub sid: ParticipantSid,
+    pub identity: ParticipantIdentity,
+    pub name: String,
+    pub metadata: String,
+    pub attributes: HashMap<String, String>,
+    pub grants: Grants,
+    pub auto_subscribe: bool,
+    /// Wall-clock join time in milliseconds since the Unix epoch.
+    pub joined_at_ms: i64,
+}
+
+/// Everything that can happen to a room.
+#[derive(Debug)]
+pub enum RoomInput {
+    Join(JoinRequest),
+    Leave {
+        sid: ParticipantSid,
+    },
+    AddTrack {
+        sid: ParticipantSid,
+        request: lk::AddTrackRequest,
+    },
+    /// The publisher's media for a track announced with `AddTrack` arrived;
+    /// `cid` is the track id the client put in its SDP (msid).
+    MediaArrived {
+        sid: ParticipantSid,
+        cid: String,
+        mime_type: String,
+        mid: String,
+    },
+    Mute {
+        sid: ParticipantSid,
+        track: TrackSid,
+        muted: bool,
+    },
+    UpdateMetadata {
+        sid: ParticipantSid,
+        update: lk::UpdateParticipantMetadata,
+    },
+    UpdateSubscription {
+        sid: ParticipantSid,
+        tracks: Vec<TrackSid>,
+        subscribe: bool,
+    },
+    /// Admin: RemoveParticipant.
+    Remove {
+        identity: ParticipantIdentity,
+    },
+    /// Admin: MutePublishedTrack.
+    AdminMute {
+        identity: ParticipantIdentity,
+        track: TrackSid,
+        muted: bool,
+    },
+    /// Admin: UpdateParticipant.
+    AdminUpdate {
+        identity: ParticipantIdentity,
+        name: String,
+        metadata: String,
+        attributes: HashMap<String, String>,
+        permission: Option<lk::ParticipantPermission>,
+    },
+    /// Admin: DeleteRoom.
+    Close,
+}
+
+/// What the room asks its shell to do.
+#[derive(Debug, PartialEq)]
+pub enum RoomOutput {
+    /// Send a signal message to one participant.
+    Signal {
+        to: ParticipantSid,
+        message: lk::signal_response::Message,
+    },
+    /// A published track's media is flowing: start forwarding it under `track`.
+    TrackReady {
+        publisher: ParticipantSid,
+        cid: String,
+        track: TrackSid,
+    },
+    /// Start sending `track` to `subscriber`.
+    Subscribe {
+        subscriber: ParticipantSid,
+        publisher: ParticipantSid,
+        track: lk::TrackInfo,
+    },
+    /// Stop sending `track` to `subscriber`.
+    Unsubscribe {
+        subscriber: ParticipantSid,
+        track: TrackSid,
+    },
+    /// The track is gone for good (its publisher left).
+    TrackGone { track: TrackSid },
+    /// End this participant's session (after a leave message).
+    Disconnect {
+        sid: ParticipantSid,
+        reason: lk::DisconnectReason,
+    },
+    /// The room is closed; the shell drops it.
+    Closed,
+}
+
+struct Participant {
+    info: lk::ParticipantInfo,
+    grants: Grants,
+    auto_subscribe: bool,
+    /// Tracks announced with AddTrack whose media has not arrived yet, by cid.
+    pending: HashMap<String, lk::TrackInfo>,
+    subscriptions: HashSet<TrackSid>,
+}
+
+/// The state machine of one room.
+pub struct Room {
+    name: RoomName,
+    sid: RoomSid,
+    config: RoomConfig,
+    created_at_ms: i64,
+    /// Join order is kept so that participant lists read the same every time.
+    participants: BTreeMap<u64, Participant>,
+    by_sid: HashMap<ParticipantSid, u64>,
+    next_seq: u64,
+    empty_since: Option<Instant>,
+    closed: bool,
+    outputs: VecDeque<RoomOutput>,
+}
+
+/// Most tracks one participant may announce; a peer that sends AddTrack in a
+/// loop must not grow the room without bound.
+const MAX_TRACKS_PER_PARTICIPANT: usize = 32;
+
+impl Room {
+    pub fn new(name: RoomName, config: RoomConfig, created_at_ms: i64, now: Instant) -> Self {
+        Self {
+            name,
+            sid: RoomSid::new(new_sid("RM_")),
+            config,
+            created_at_ms,
+            participants: BTreeMap::new(),
+            by_sid: HashMap::new(),
+            next_seq: 0,
+            empty_since: Some(now),
+            closed: false,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn name(&self) -> &RoomName {
+        &self.name
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The room as RoomService and JoinResponse describe it.
+    pub fn info(&self) -> lk::Room {
+        let visible = self.participants.values().filter(|p| !p.grants.hidden);
+        let (mut num_participants, mut num_publishers) = (0, 0);
+        for p in visible {
+            num_participants += 1;
+            if !p.info.tracks.is_empty() {
+                num_publishers += 1;
+            }
+        }
+        lk::Room {
+            sid: self.sid.to_string(),
+            name: self.name.to_string(),
+            empty_timeout: self.config.empty_timeout.as_secs() as u32,
+            departure_timeout: 20,
+            max_participants: self.config.max_participants,
+            creation_time: self.created_at_ms / 1000,
+            creation_time_ms: self.created_at_ms,
+            metadata: self.config.metadata.clone(),
+            num_participants,
+            num_publishers,
+            ..Default::default()
+        }
+    }
+
+    /// Every participant, hidden ones included (admins see them).
+    pub fn participants(&self) -> Vec<lk::ParticipantInfo> {
+        self.participants.values().map(|p| p.info.clone()).collect()
+    }
+
+    pub fn participant(&self, identity: &ParticipantIdentity) -> Option<lk::ParticipantInfo> {
+        self.find_identity(identity).map(|k| self.participants[&k].info.clone())
+    }
+
+    pub fn track(&self, track: &TrackSid) -> Option<lk::TrackInfo> {
+        self.participants
+            .values()
+            .flat_map(|p| p.info.tracks.iter())
+            .find(|t| t.sid == track.as_str())
+            .cloned()
+    }
+
+    /// When the room must next be woken: the end of its empty timeout.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        self.empty_since.map(|t| t + self.config.empty_timeout)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(deadline) = self.poll_timeout()
+            && now >= deadline
+            && self.participants.is_empty()
+        {
+            self.close();
+        }
+    }
+
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<RoomOutput> {
+        self.outputs.pop_front()
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: RoomInput) -> Result<(), RoomError> {
+        if self.closed {
+            return Err(RoomError::Invalid("room is closed"));
+        }
+        match input {
+            RoomInput::Join(request) => self.join(request, now),
+            RoomInput::Leave { sid } => {
+                self.leave(&sid, now);
+                Ok(())
+            }
+            RoomInput::AddTrack { sid, request } => self.add_track(&sid, request),
+            RoomInput::MediaArrived {
+                sid,
+                cid,
+                mime_type,
+                mid,
+            } => self.media_arrived(&sid, &cid, mime_type, mid),
+            RoomInput::Mute { sid, track, muted } => {
+                self.set_muted(&sid, &track, muted).map(|_| ())
+            }
+            RoomInput::UpdateMetadata { sid, update } => self.update_metadata(&sid, update),
+            RoomInput::UpdateSubscription {
+                sid,
+                tracks,
+                subscribe,
+            } => self.update_subscription(&sid, &tracks, subscribe),
+            RoomInput::Remove { identity } => {
+                let key = self
+                    .find_identity(&identity)
+                    .ok_or(RoomError::ParticipantNotFound)?;
+                let sid = self.sid_of(key);
+                self.disconnect(&sid, lk::DisconnectReason::ParticipantRemoved, now);
+                Ok(())
+            }
+            RoomInput::AdminMute {
+                identity,
+                track,
+                muted,
+            } => {
+                let key = self
+                    .find_identity(&identity)
+                    .ok_or(RoomError::ParticipantNotFound)?;
+                let sid = self.sid_of(key);
+                self.set_muted(&sid, &track, muted)?;
+                // The publisher's SDK applies the mute to its own track.
+                self.outputs.push_back(RoomOutput::Signal {
+                    to: sid,
+                    message: lk::signal_response::Message::Mute(lk::MuteTrackRequest {
+                        sid: track.to_string(),
+                        muted,
+                    }),
+                });
+                Ok(())
+            }
+            RoomInput::AdminUpdate {
+                identity,
+                name,
+                metadata,
+                attributes,
+                permission,
+            } => self.admin_update(&identity, name, metadata, attributes, permission),
+            RoomInput::Close => {
+                let sids: Vec<_> = self.by_sid.keys().cloned().collect();
+                for sid in sids {
+                    self.disconnect(&sid, lk::DisconnectReason::RoomDeleted, now);
+                }
+                self.close();
+                Ok(())
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.closed = true;
+        self.outputs.push_back(RoomOutput::Closed);
+    }
+
+    fn find_identity(&self, identity: &ParticipantIdentity) -> Option<u64> {
+        self.participants
+            .iter()
+            .find(|(_, p)| p.info.identity == identity.as_str())
+            .map(|(k, _)| *k)
+    }
+
+    fn sid_of(&self, key: u64) -> ParticipantSid {
+        ParticipantSid::new(self.participants[&key].info.sid.clone())
+    }
+
+    fn get_mut(&mut self, sid: &ParticipantSid) -> Result<&mut Participant, RoomError> {
+        let key = self.by_sid.get(sid).ok_or(RoomError::ParticipantNotFound)?;
+        self.participants
+            .get_mut(key)
+            .ok_or(RoomError::ParticipantNotFound)
+    }
+
+    fn join(&mut self, request: JoinRequest, now: Instant) -> Result<(), RoomError> {
+        if let Some(existing) = self.find_identity(&request.identity) {
+            // LiveKit's rule: a second session with the same identity replaces the first.
+            let old = self.sid_of(existing);
+            self.disconnect(&old, lk::DisconnectReason::DuplicateIdentity, now);
+        }
+        let visible = self.participants.values().filter(|p| !p.grants.hidden).count() as u32;
+        if self.config.max_participants > 0
+            && !request.grants.hidden
+            && visible >= self.config.max_participants
+        {
+            return Err(RoomError::RoomFull);
+        }
+        let info = lk::ParticipantInfo {
+            sid: request.sid.to_string(),
+            identity: request.identity.to_string(),
+            state: lk::participant_info::State::Joined as i32,
+            metadata: request.metadata,
+            joined_at: request.joined_at_ms / 1000,
+            joined_at_ms: request.joined_at_ms,
+            name: request.name,
+            version: 1,
+            permission: Some(request.grants.to_proto()),
+            attributes: request.attributes,
+            ..Default::default()
+        };
+        let others: Vec<lk::ParticipantInfo> = self
+            .participants
+            .values()
+            .filter(|p| !p.grants.hidden)
+            .map(|p| p.info.clone())
+            .collect();
+        let join = lk::JoinResponse {
+            room: None,
+            participant: Some(info.clone()),
+            other_participants: others,
+            server_version: salon_common::SERVER_VERSION.to_owned(),
+            // Publisher first: the client offers right away, so the session is
+            // connected before anyone publishes.
+            subscriber_primary: false,
+            ping_timeout: 15,
+            ping_interval: 5,
+            server_info: Some(lk::ServerInfo {
+                edition: lk::server_info::Edition::Standard as i32,
+                version: salon_common::SERVER_VERSION.to_owned(),
+                protocol: 16,
+                node_id: "salon".to_owned(),
+                ..Default::default()
+            }),
+            client_configuration: Some(lk::ClientConfiguration {
+                // Sessions are not resumable yet: ask clients for a full reconnect.
+                resume_connection: lk::ClientConfigSetting::Disabled as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let key = self.next_seq;
+        self.next_seq += 1;
+        let hidden = request.grants.hidden;
+        let can_subscribe = request.grants.can_subscribe;
+        self.participants.insert(
+            key,
+            Participant {
+                info: info.clone(),
+                grants: request.grants,
+                auto_subscribe: request.auto_subscribe,
+                pending: HashMap::new(),
+                subscriptions: HashSet::new(),
+            },
+        );
+        self.by_sid.insert(request.sid.clone(), key);
+        self.empty_since = None;
+        let mut join = join;
+        join.room = Some(self.info());
+        self.outputs.push_back(RoomOutput::Signal {
+            to: request.sid.clone(),
+            message: lk::signal_response::Message::Join(join),
+        });
+        if !hidden {
+            self.broadcast_update(&info, Some(&request.sid));
+        }
+        if request.auto_subscribe && can_subscribe {
+            let published: Vec<(ParticipantSid, lk::TrackInfo)> = self
+                .participants
+                .values()
+                .filter(|p| p.info.sid != request.sid.as_str())
+                .flat_map(|p| {
+                    p.info
+                        .tracks
+                        .iter()
+                        .map(|t| (ParticipantSid::new(p.info.sid.clone()), t.clone()))
+                })
+                .collect();
+            for (publisher, track) in published {
+                self.subscribe(&request.sid, publisher, track);
+            }
+        }
+        Ok(())
+    }
+
+    fn subscribe(&mut self, subscriber: &ParticipantSid, publisher: ParticipantSid, track: lk::TrackInfo) {
+        let Ok(p) = self.get_mut(subscriber) else {
+            return;
+        };
+        if p.subscriptions.insert(TrackSid::new(track.sid.clone())) {
+            self.outputs.push_back(RoomOutput::Subscribe {
+                subscriber: subscriber.clone(),
+                publisher,
+                track,
+            });
+        }
+    }
+
+    /// Tells everyone but `except` about a participant's new state.
+    fn broadcast_update(&mut self, info: &lk::ParticipantInfo, except: Option<&ParticipantSid>) {
+        let recipients: Vec<ParticipantSid> = self
+            .by_sid
+            .keys()
+            .filter(|s| Some(*s) != except)
+            .cloned()
+            .collect();
+        for to in recipients {
+            self.outputs.push_back(RoomOutput::Signal {
+                to,
+                message: lk::signal_response::Message::Update(lk::ParticipantUpdate {
+                    participants: vec![info.clone()],
+                }),
+            });
+        }
+    }
+
+    fn disconnect(&mut self, sid: &ParticipantSid, reason: lk::DisconnectReason, now: Instant) {
+        if !self.by_sid.contains_key(sid) {
+            return;
+        }
+        self.outputs.push_back(RoomOutput::Signal {
+            to: sid.clone(),
+            message: lk::signal_response::Message::Leave(lk::LeaveRequest {
+                can_reconnect: false,
+                reason: reason as i32,
+                action: lk::leave_request::Action::Disconnect as i32,
+                regions: None,
+            }),
+        });
+        self.outputs.push_back(RoomOutput::Disconnect {
+            sid: sid.clone(),
+            reason,
+        });
+        self.leave(sid, now);
+    }
+
+    fn leave(&mut self, sid: &ParticipantSid, now: Instant) {
+        let Some(key) = self.by_sid.remove(sid) else {
+            return;
+        };
+        let Some(mut gone) = self.participants.remove(&key) else {
+            return;
+        };
+        for p in self.participants.values_mut() {
+            for track in &gone.info.tracks {
+                let track = TrackSid::new(track.sid.clone());
+                if p.subscriptions.remove(&track) {
+                    self.outputs.push_back(RoomOutput::Unsubscribe {
+                        subscriber: ParticipantSid::new(p.info.sid.clone()),
+                        track,
+                    });
+                }
+            }
+        }
+        for track in &gone.info.tracks {
+            self.outputs.push_back(RoomOutput::TrackGone {
+                track: TrackSid::new(track.sid.clone()),
+            });
+        }
+        for track in gone.subscriptions.drain() {
+            self.outputs.push_back(RoomOutput::Unsubscribe {
+                subscriber: sid.clone(),
+                track,
+            });
+        }
+        if !gone.grants.hidden {
+            gone.info.state = lk::participant_info::State::Disconnected as i32;
+            gone.info.version += 1;
+            self.broadcast_update(&gone.info, None);
+        }
+        if self.participants.is_empty() {
+            self.empty_since = Some(now);
+        }
+    }
+
+    fn add_track(&mut self, sid: &ParticipantSid, request: lk::AddTrackRequest) -> Result<(), RoomError> {
+        let p = self.get_mut(sid)?;
+        if !p.grants.can_publish {
+            return Err(RoomError::NotAllowed("publish"));
+        }
+        if request.cid.is_empty() {
+            return Err(RoomError::Invalid("track without cid"));
+        }
+        if p.pending.len() + p.info.tracks.len() >= MAX_TRACKS_PER_PARTICIPANT {
+            return Err(RoomError::Invalid("too many tracks"));
+        }
+        let kind = lk::TrackType::try_from(request.r#type).unwrap_or(lk::TrackType::Audio);
+        if kind == lk::TrackType::Data {
+            return Err(RoomError::Invalid("data tracks are not supported"));
+        }
+        let track = lk::TrackInfo {
+            sid: new_sid("TR_"),
+            r#type: kind as i32,
+            name: request.name.clone(),
+            muted: request.muted,
+            width: request.width,
+            height: request.height,
+            source: request.source,
+            #[allow(deprecated)]
+            layers: request.layers.clone(),
+            #[allow(deprecated)]
+            simulcast: request.layers.len() > 1,
+            stream: request.stream.clone(),
+            disable_red: request.disable_red,
+            encryption: request.encryption,
+            ..Default::default()
+        };
+        p.pending.insert(request.cid.clone(), track.clone());
+        self.outputs.push_back(RoomOutput::Signal {
+            to: sid.clone(),
+            message: lk::signal_response::Message::TrackPublished(lk::TrackPublishedResponse {
+                cid: request.cid,
+                track: Some(track),
+            }),
+        });
+        Ok(())
+    }
+
+    fn media_arrived(
+        &mut self,
+        sid: &ParticipantSid,
+        cid: &str,
+        mime_type: String,
+        mid: String,
+    ) -> Result<(), RoomError> {
+        let p = self.get_mut(sid)?;
+        let mut track = p.pending.remove(cid).ok_or(RoomError::TrackNotFound)?;
+        track.mime_type = mime_type;
+        track.mid = mid;
+        p.info.tracks.push(track.clone());
+        p.info.is_publisher = true;
+        p.info.state = lk::participant_info::State::Active as i32;
+        p.info.version += 1;
+        let info = p.info.clone();
+        let hidden = p.grants.hidden;
+        let track_sid = TrackSid::new(track.sid.clone());
+        self.outputs.push_back(RoomOutput::TrackReady {
+            publisher: sid.clone(),
+            cid: cid.to_owned(),
+            track: track_sid,
+        });
+        if !hidden {
+            self.broadcast_update(&info, None);
+        }
+        let subscribers: Vec<ParticipantSid> = self
+            .participants
+            .values()
+            .filter(|o| o.info.sid != sid.as_str() && o.auto_subscribe && o.grants.can_subscribe)
+            .map(|o| ParticipantSid::new(o.info.sid.clone()))
+            .collect();
+        for subscriber in subscribers {
+            self.subscribe(&subscriber, sid.clone(), track.clone());
+        }
+        Ok(())
+    }
+
+    fn set_muted(
+        &mut self,
+        sid: &ParticipantSid,
+        track: &TrackSid,
+        muted: bool,
+    ) -> Result<lk::TrackInfo, RoomError> {
+        let p = self.get_mut(sid)?;
+        let t = p
+            .info
+            .tracks
+            .iter_mut()
+            .find(|t| t.sid == track.as_str())
+            .ok_or(RoomError::TrackNotFound)?;
+        if t.muted == muted {
+            return Ok(t.clone());
+        }
+        t.muted = muted;
+        let t = t.clone();
+        p.info.version += 1;
+        let info = p.info.clone();
+        if !p.grants.hidden {
+            self.broadcast_update(&info, None);
+        }
+        Ok(t)
+    }
+
+    fn update_metadata(
+        &mut self,
+        sid: &ParticipantSid,
+        update: lk::UpdateParticipantMetadata,
+    ) -> Result<(), RoomError> {
+        let p = self.get_mut(sid)?;
+        if !p.grants.can_update_metadata {
+            return Err(RoomError::NotAllowed("update metadata"));
+        }
+        check_sizes(&update.name, &update.metadata)?;
+        if !update.name.is_empty() {
+            p.info.name = update.name;
+        }
+        if !update.metadata.is_empty() {
+            p.info.metadata = update.metadata;
+        }
+        merge_attributes(&mut p.info.attributes, update.attributes);
+        p.info.version += 1;
+        let info = p.info.clone();
+        self.broadcast_update(&info, None);
+        Ok(())
+    }
+
+    fn admin_update(
+        &mut self,
+        identity: &ParticipantIdentity,
+        name: String,
+        metadata: String,
+        attributes: HashMap<String, String>,
+        permission: Option<lk::ParticipantPermission>,
+    ) -> Result<(), RoomError> {
+        check_sizes(&name, &metadata)?;
+        let key = self
+            .find_identity(identity)
+            .ok_or(RoomError::ParticipantNotFound)?;
+        let Some(p) = self.participants.get_mut(&key) else {
+            return Err(RoomError::ParticipantNotFound);
+        };
+        if !name.is_empty() {
+            p.info.name = name;
+        }
+        if !metadata.is_empty() {
+            p.info.metadata = metadata;
+        }
+        merge_attributes(&mut p.info.attributes, attributes);
+        if let Some(permission) = permission {
+            p.grants = Grants {
+                can_publish: permission.can_publish,
+                can_subscribe: permission.can_subscribe,
+                can_publish_data: permission.can_publish_data,
+                can_update_metadata: permission.can_update_metadata,
+                hidden: permission.hidden,
+            };
+            p.info.permission = Some(permission);
+        }
+        p.info.version += 1;
+        let info = p.info.clone();
+        self.broadcast_update(&info, None);
+        Ok(())
+    }
+
+    fn update_subscription(
+        &mut self,
+        sid: &ParticipantSid,
+        tracks: &[TrackSid],
+        subscribe: bool,
+    ) -> Result<(), RoomError> {
+        let p = self.get_mut(sid)?;
+        if subscribe && !p.grants.can_subscribe {
+            return Err(RoomError::NotAllowed("subscribe"));
+        }
+        for track in tracks {
+            if subscribe {
+                let found = self.participants.values().find_map(|o| {
+                    (o.info.sid != sid.as_str())
+                        .then(|| o.info.tracks.iter().find(|t| t.sid == track.as_str()))
+                        .flatten()
+                        .map(|t| (ParticipantSid::new(o.info.sid.clone()), t.clone()))
+                });
+                if let Some((publisher, info)) = found {
+                    self.subscribe(sid, publisher, info);
+                }
+            } else if self.get_mut(sid)?.subscriptions.remove(track) {
+                self.outputs.push_back(RoomOutput::Unsubscribe {
+                    subscriber: sid.clone(),
+                    track: track.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_sizes(name: &str, metadata: &str) -> Result<(), RoomError> {
+    if name.len() > salon_common::MAX_NAME_BYTES {
+        return Err(RoomError::Invalid("name too long"));
+    }
+    if metadata.len() > salon_common::MAX_METADATA_BYTES {
+        return Err(RoomError::Invalid("metadata too large"));
+    }
+    Ok(())
+}
+
+/// LiveKit's rule: an empty value deletes the attribute.
+fn merge_attributes(into: &mut HashMap<String, String>, update: HashMap<String, String>) {
+    for (k, v) in update {
+        if v.is_empty() {
+            into.remove(&k);
+        } else {
+            into.insert(k, v);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "room_tests.rs"]
+mod tests;

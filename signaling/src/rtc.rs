@@ -1,0 +1,200 @@
+//! The LiveKit signal endpoint: `GET /rtc` upgraded to a WebSocket carrying
+//! `SignalRequest`/`SignalResponse` protobufs, and `GET /rtc/validate`.
+
+use crate::AppState;
+use crate::auth::{AuthError, Claims};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use livekit_protocol as lk;
+use prost::Message as _;
+use salon_common::{ParticipantIdentity, RoomName};
+use salon_sfu::{Grants, JoinParams};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Query parameters livekit-client sends on `/rtc`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RtcParams {
+    #[serde(default)]
+    access_token: String,
+    #[serde(default)]
+    auto_subscribe: Option<String>,
+    #[serde(default)]
+    reconnect: Option<String>,
+}
+
+/// A client that sends nothing for this long is gone (JoinResponse's
+/// ping_timeout; clients ping every ping_interval).
+const PING_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn check(state: &AppState, params: &RtcParams) -> Result<(Claims, RoomName), AuthError> {
+    let claims = state.keys.verify(&params.access_token)?;
+    let room = claims.join_room()?.to_owned();
+    let room = crate::validate_room_name(&room)
+        .map_err(|e| AuthError::Invalid(e.to_owned()))?;
+    Ok((claims, room))
+}
+
+fn unauthorized(err: AuthError) -> Response {
+    (StatusCode::UNAUTHORIZED, err.to_string()).into_response()
+}
+
+/// `GET /rtc/validate`: lets a client learn why a connection was refused.
+pub(crate) async fn validate(State(state): State<AppState>, Query(params): Query<RtcParams>) -> Response {
+    match check(&state, &params) {
+        Ok(_) => (StatusCode::OK, "success").into_response(),
+        Err(err) => unauthorized(err),
+    }
+}
+
+pub(crate) async fn connect(
+    State(state): State<AppState>,
+    Query(params): Query<RtcParams>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Refuse before upgrading, so a bad token never gets a WebSocket.
+    let (claims, room) = match check(&state, &params) {
+        Ok(ok) => ok,
+        Err(err) => {
+            tracing::info!(%err, "refused a signal connection");
+            return unauthorized(err);
+        }
+    };
+    let auto_subscribe = params.auto_subscribe.as_deref() != Some("0");
+    let reconnect = params.reconnect.as_deref() == Some("1");
+    ws.max_message_size(salon_common::MAX_SIGNAL_MESSAGE_BYTES)
+        .max_frame_size(salon_common::MAX_SIGNAL_MESSAGE_BYTES)
+        .on_upgrade(move |socket| session(state, socket, claims, room, auto_subscribe, reconnect))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Binary,
+    Json,
+}
+
+fn encode(wire: Wire, response: &lk::SignalResponse) -> Option<Message> {
+    match wire {
+        Wire::Binary => Some(Message::Binary(response.encode_to_vec().into())),
+        Wire::Json => serde_json::to_string(response)
+            .ok()
+            .map(|s| Message::Text(s.into())),
+    }
+}
+
+fn leave(reason: lk::DisconnectReason, action: lk::leave_request::Action) -> lk::SignalResponse {
+    lk::SignalResponse {
+        message: Some(lk::signal_response::Message::Leave(lk::LeaveRequest {
+            can_reconnect: action != lk::leave_request::Action::Disconnect,
+            reason: reason as i32,
+            action: action as i32,
+            regions: None,
+        })),
+    }
+}
+
+async fn session(
+    state: AppState,
+    mut socket: WebSocket,
+    claims: Claims,
+    room: RoomName,
+    auto_subscribe: bool,
+    reconnect: bool,
+) {
+    if reconnect {
+        // Sessions cannot be resumed yet: ask for a fresh join instead.
+        let msg = leave(lk::DisconnectReason::StateMismatch, lk::leave_request::Action::Reconnect);
+        if let Some(m) = encode(Wire::Binary, &msg) {
+            let _ = socket.send(m).await;
+        }
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    }
+    let v = &claims.video;
+    let params = JoinParams {
+        room: room.clone(),
+        identity: ParticipantIdentity::new(claims.sub.clone()),
+        name: claims.name.clone(),
+        metadata: claims.metadata.clone(),
+        attributes: claims.attributes.clone(),
+        grants: Grants {
+            can_publish: v.can_publish(),
+            can_subscribe: v.can_subscribe(),
+            can_publish_data: v.can_publish_data(),
+            can_update_metadata: v.can_update_own_metadata(),
+            hidden: v.hidden,
+        },
+        auto_subscribe,
+    };
+    let mut node_session = match state.node.join(params).await {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::info!(%room, %err, "join refused");
+            let reason = lk::DisconnectReason::JoinFailure;
+            if let Some(m) = encode(Wire::Binary, &leave(reason, lk::leave_request::Action::Disconnect)) {
+                let _ = socket.send(m).await;
+            }
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    tracing::info!(%room, participant = %node_session.sid, "participant joined");
+    let mut wire = Wire::Binary;
+    let deadline = tokio::time::sleep(PING_TIMEOUT);
+    tokio::pin!(deadline);
+    let close_reason: &str = loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let Some(Ok(frame)) = incoming else { break "client closed" };
+                deadline.as_mut().reset(tokio::time::Instant::now() + PING_TIMEOUT);
+                let request = match frame {
+                    Message::Binary(bytes) => {
+                        wire = Wire::Binary;
+                        lk::SignalRequest::decode(bytes.as_ref()).map_err(|_| ())
+                    }
+                    Message::Text(text) => {
+                        wire = Wire::Json;
+                        serde_json::from_str::<lk::SignalRequest>(text.as_str()).map_err(|_| ())
+                    }
+                    Message::Close(_) => break "client closed",
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                let Ok(request) = request else {
+                    // One malformed message ends this session only.
+                    let msg = leave(lk::DisconnectReason::StateMismatch, lk::leave_request::Action::Disconnect);
+                    if let Some(m) = encode(wire, &msg) {
+                        let _ = socket.send(m).await;
+                    }
+                    break "malformed signal message";
+                };
+                if node_session.to_node.send(request).await.is_err() {
+                    break "session ended";
+                }
+            }
+            outgoing = node_session.from_node.recv() => {
+                let Some(response) = outgoing else { break "session ended" };
+                let is_leave = matches!(response.message, Some(lk::signal_response::Message::Leave(_)));
+                if let Some(m) = encode(wire, &response)
+                    && socket.send(m).await.is_err()
+                {
+                    break "send failed";
+                }
+                if is_leave {
+                    break "server sent leave";
+                }
+            }
+            _ = &mut deadline => break "ping timeout",
+        }
+    };
+    tracing::info!(%room, participant = %node_session.sid, reason = close_reason, "participant left");
+    drop(node_session.to_node);
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        })))
+        .await;
+}
+

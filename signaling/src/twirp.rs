@@ -1,0 +1,247 @@
+//! LiveKit's RoomService over Twirp: `POST /twirp/livekit.RoomService/<Method>`
+//! with protobuf or JSON bodies, answered in the same encoding.
+
+use crate::AppState;
+use crate::auth::{AuthError, Claims};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use livekit_protocol as lk;
+use prost::Message;
+use salon_common::{ParticipantIdentity, RoomName, TrackSid};
+use salon_sfu::{NodeError, RoomConfig, RoomError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// A Twirp error: its code string and HTTP status follow the Twirp spec.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TwirpError {
+    #[error("{0}")]
+    Unauthenticated(AuthError),
+    #[error("{0}")]
+    PermissionDenied(AuthError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    BadRoute(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl TwirpError {
+    fn code(&self) -> (&'static str, StatusCode) {
+        match self {
+            Self::Unauthenticated(_) => ("unauthenticated", StatusCode::UNAUTHORIZED),
+            Self::PermissionDenied(_) => ("permission_denied", StatusCode::FORBIDDEN),
+            Self::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
+            Self::Malformed(_) => ("malformed", StatusCode::BAD_REQUEST),
+            Self::InvalidArgument(_) => ("invalid_argument", StatusCode::BAD_REQUEST),
+            Self::BadRoute(_) => ("bad_route", StatusCode::NOT_FOUND),
+            Self::Unavailable(_) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+        }
+    }
+}
+
+impl IntoResponse for TwirpError {
+    fn into_response(self) -> Response {
+        let (code, status) = self.code();
+        let body = serde_json::json!({ "code": code, "msg": self.to_string() });
+        (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+impl From<NodeError> for TwirpError {
+    fn from(err: NodeError) -> Self {
+        match err {
+            NodeError::RoomNotFound => Self::NotFound(err.to_string()),
+            NodeError::Room(RoomError::ParticipantNotFound | RoomError::TrackNotFound) => {
+                Self::NotFound(err.to_string())
+            }
+            NodeError::Room(_) => Self::InvalidArgument(err.to_string()),
+            NodeError::RoomClosed => Self::Unavailable(err.to_string()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, TwirpError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ct = ct.split(';').next().unwrap_or("").trim();
+    match ct {
+        "application/protobuf" | "application/x-protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        _ => Err(TwirpError::BadRoute(format!(
+            "unexpected Content-Type: {ct:?}"
+        ))),
+    }
+}
+
+fn decode<T: Message + Default + DeserializeOwned>(enc: Encoding, body: &[u8]) -> Result<T, TwirpError> {
+    match enc {
+        Encoding::Protobuf => {
+            T::decode(body).map_err(|e| TwirpError::Malformed(format!("bad protobuf body: {e}")))
+        }
+        Encoding::Json => {
+            let body = if body.is_empty() { b"{}".as_slice() } else { body };
+            serde_json::from_slice(body)
+                .map_err(|e| TwirpError::Malformed(format!("bad JSON body: {e}")))
+        }
+    }
+}
+
+fn encode<T: Message + Serialize>(enc: Encoding, value: &T) -> Response {
+    match enc {
+        Encoding::Protobuf => (
+            [(header::CONTENT_TYPE, "application/protobuf")],
+            value.encode_to_vec(),
+        )
+            .into_response(),
+        Encoding::Json => match serde_json::to_vec(value) {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => TwirpError::Unavailable(format!("encoding failed: {e}")).into_response(),
+        },
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .unwrap_or("")
+}
+
+/// The grant a call needs.
+enum Need<'a> {
+    Create,
+    List,
+    Admin { room: &'a str },
+}
+
+fn authorize(claims: &Claims, need: Need<'_>) -> Result<(), TwirpError> {
+    let denied = |g| Err(TwirpError::PermissionDenied(AuthError::MissingGrant(g)));
+    match need {
+        Need::Create if !claims.video.room_create => denied("roomCreate"),
+        Need::List if !claims.video.room_list => denied("roomList"),
+        Need::Admin { room } => {
+            if !claims.video.room_admin {
+                return denied("roomAdmin");
+            }
+            match claims.video.room.as_deref() {
+                Some(r) if r == room => Ok(()),
+                _ => Err(TwirpError::PermissionDenied(AuthError::WrongRoom)),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn room_name(name: &str) -> Result<RoomName, TwirpError> {
+    crate::validate_room_name(name)
+        .map_err(|e| TwirpError::InvalidArgument(e.to_owned()))
+}
+
+pub(crate) async fn room_service(
+    State(state): State<AppState>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, TwirpError> {
+    let enc = encoding(&headers)?;
+    let claims = state
+        .keys
+        .verify(bearer(&headers))
+        .map_err(TwirpError::Unauthenticated)?;
+    let node = &state.node;
+    match method.as_str() {
+        "CreateRoom" => {
+            let req: lk::CreateRoomRequest = decode(enc, &body)?;
+            authorize(&claims, Need::Create)?;
+            let name = room_name(&req.name)?;
+            if req.metadata.len() > salon_common::MAX_METADATA_BYTES {
+                return Err(TwirpError::InvalidArgument("metadata too large".to_owned()));
+            }
+            let mut config = RoomConfig {
+                max_participants: req.max_participants,
+                metadata: req.metadata,
+                ..RoomConfig::default()
+            };
+            if req.empty_timeout > 0 {
+                config.empty_timeout = Duration::from_secs(req.empty_timeout.into());
+            }
+            let room = node.create_room(name, config).await?;
+            Ok(encode(enc, &room))
+        }
+        "ListRooms" => {
+            let req: lk::ListRoomsRequest = decode(enc, &body)?;
+            authorize(&claims, Need::List)?;
+            let names: Vec<RoomName> = req.names.into_iter().map(RoomName::new).collect();
+            let rooms = node.list_rooms(&names).await;
+            Ok(encode(enc, &lk::ListRoomsResponse { rooms }))
+        }
+        "DeleteRoom" => {
+            let req: lk::DeleteRoomRequest = decode(enc, &body)?;
+            authorize(&claims, Need::Create)?;
+            node.delete_room(&room_name(&req.room)?).await?;
+            Ok(encode(enc, &lk::DeleteRoomResponse {}))
+        }
+        "ListParticipants" => {
+            let req: lk::ListParticipantsRequest = decode(enc, &body)?;
+            authorize(&claims, Need::Admin { room: &req.room })?;
+            let participants = node.list_participants(&room_name(&req.room)?).await?;
+            Ok(encode(enc, &lk::ListParticipantsResponse { participants }))
+        }
+        "GetParticipant" => {
+            let req: lk::RoomParticipantIdentity = decode(enc, &body)?;
+            authorize(&claims, Need::Admin { room: &req.room })?;
+            let p = node
+                .get_participant(&room_name(&req.room)?, &ParticipantIdentity::new(req.identity))
+                .await?;
+            Ok(encode(enc, &p))
+        }
+        "RemoveParticipant" => {
+            let req: lk::RoomParticipantIdentity = decode(enc, &body)?;
+            authorize(&claims, Need::Admin { room: &req.room })?;
+            node.remove_participant(&room_name(&req.room)?, ParticipantIdentity::new(req.identity))
+                .await?;
+            Ok(encode(enc, &lk::RemoveParticipantResponse {}))
+        }
+        "MutePublishedTrack" => {
+            let req: lk::MuteRoomTrackRequest = decode(enc, &body)?;
+            authorize(&claims, Need::Admin { room: &req.room })?;
+            let track = node
+                .mute_published_track(
+                    &room_name(&req.room)?,
+                    ParticipantIdentity::new(req.identity),
+                    TrackSid::new(req.track_sid),
+                    req.muted,
+                )
+                .await?;
+            Ok(encode(enc, &lk::MuteRoomTrackResponse { track: Some(track) }))
+        }
+        "UpdateParticipant" => {
+            let req: lk::UpdateParticipantRequest = decode(enc, &body)?;
+            authorize(&claims, Need::Admin { room: &req.room })?;
+            let room = room_name(&req.room)?;
+            let p = node.update_participant(&room, req).await?;
+            Ok(encode(enc, &p))
+        }
+        other => Err(TwirpError::BadRoute(format!(
+            "no such method: livekit.RoomService/{other}"
+        ))),
+    }
+}
