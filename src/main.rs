@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+                .unwrap_or_else(|_| "warn,salon=info,salon_sfu=info,salon_signaling=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -61,6 +61,10 @@ pub fn app(config: SignalingConfig, node: Node) -> Router {
     let mut router = Router::new()
         .route("/rtc", get(rtc::connect))
         .route("/rtc/validate", get(rtc::validate))
+        // livekit-client tries the single-connection `/rtc/v1` first and falls
+        // back to `/rtc` when its validate URL answers 404.
+        .route("/rtc/v1", get(rtc::v1_not_supported))
+        .route("/rtc/v1/validate", get(rtc::v1_not_supported))
         .route(
             "/twirp/livekit.RoomService/{method}",
             post(twirp::room_service).layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES)),

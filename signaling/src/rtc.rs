@@ -41,6 +41,11 @@ fn unauthorized(err: AuthError) -> Response {
     (StatusCode::UNAUTHORIZED, err.to_string()).into_response()
 }
 
+/// The single-peer-connection protocol (`/rtc/v1`) is not served yet.
+pub(crate) async fn v1_not_supported() -> Response {
+    (StatusCode::NOT_FOUND, "the v1 signal path is not supported; use /rtc").into_response()
+}
+
 /// `GET /rtc/validate`: lets a client learn why a connection was refused.
 pub(crate) async fn validate(State(state): State<AppState>, Query(params): Query<RtcParams>) -> Response {
     match check(&state, &params) {

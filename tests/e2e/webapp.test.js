@@ -1,0 +1,76 @@
+// Two people join through Salon's own web app and see and hear each other.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { startSalon } from './lib/salon.js';
+import { launchBrowser, newPage, waitForMediaFrom, artifactsDir } from './lib/browser.js';
+
+let salon;
+let browser;
+
+before(async () => {
+  salon = await startSalon();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await salon?.stop();
+});
+
+async function joinViaApp(name, room) {
+  const page = await newPage(browser);
+  await page.goto(salon.httpUrl + '/');
+  await page.getByLabel('Votre nom').fill(name);
+  await page.getByLabel('Nom de la réunion').fill(room);
+  await page.getByRole('button', { name: 'Rejoindre' }).click();
+  await page.waitForFunction(() => window.salonRoom?.state === 'connected', null, { timeout: 20000 });
+  const identity = await page.evaluate(() => window.salonRoom.localParticipant.identity);
+  return { page, identity };
+}
+
+test('two participants in the web app decode each other\'s video and receive audio', async () => {
+  const alice = await joinViaApp('Alice', 'conseil');
+  const bob = await joinViaApp('Bob', 'conseil');
+
+  const atBob = await waitForMediaFrom(bob.page, alice.identity);
+  const atAlice = await waitForMediaFrom(alice.page, bob.identity);
+  assert.ok(atBob.framesDecoded > 0 && atAlice.framesDecoded > 0);
+
+  // Names show on the tiles, in French by default.
+  await bob.page.getByText('Alice', { exact: false }).first().waitFor();
+  await alice.page.getByText('Bob', { exact: false }).first().waitFor();
+  assert.equal(await alice.page.getAttribute('html', 'lang'), 'fr');
+  await alice.page.screenshot({ path: path.join(artifactsDir(), 'webapp-meeting.png') });
+
+  // The media went through Salon: each browser's connected candidate pair is
+  // with the server's loopback address, never with the other browser.
+  const remoteAddrs = await alice.page.evaluate(async () => {
+    const pcs = [window.salonRoom.engine.pcManager.publisher, window.salonRoom.engine.pcManager.subscriber];
+    const addrs = [];
+    for (const t of pcs) {
+      const stats = await t.getStats();
+      stats.forEach((s) => {
+        if (s.type === 'candidate-pair' && s.state === 'succeeded' && s.nominated) {
+          const remote = stats.get(s.remoteCandidateId);
+          if (remote) addrs.push(remote.address ?? remote.ip);
+        }
+      });
+    }
+    return addrs;
+  });
+  assert.ok(remoteAddrs.length > 0, 'connected candidate pairs');
+  for (const a of remoteAddrs) assert.equal(a, '127.0.0.1');
+
+  // Leaving shows the join form again, and the other side sees them go.
+  await alice.page.getByRole('button', { name: 'Quitter' }).click();
+  await alice.page.getByRole('button', { name: 'Rejoindre' }).waitFor();
+  await bob.page.waitForFunction(() => window.salonRoom.remoteParticipants.size === 0, null, { timeout: 15000 });
+});
+
+test('the web app switches to English', async () => {
+  const page = await newPage(browser);
+  await page.goto(salon.httpUrl + '/?lang=en');
+  await page.getByLabel('Your name').waitFor();
+  await page.getByRole('button', { name: 'Join' }).waitFor();
+});
