@@ -103,6 +103,7 @@ async fn run(
                     down.retain(|x| x.subscriber != subscriber);
                 }
                 Some(ForwarderCommand::RequestKeyframe) => {
+                    tracing::trace!("a subscriber asked for a keyframe");
                     request_keyframe(&track, current_ssrc, &mut last_pli, false).await;
                 }
             },
@@ -119,6 +120,7 @@ async fn run(
                         || !matches!(codec.mime_type.to_ascii_lowercase().as_str(), "video/vp8" | "video/h264")
                         || is_keyframe(&codec.mime_type, &packet.payload);
                     let verdict = rewriter.process(
+                        Instant::now(),
                         ssrc,
                         rid,
                         packet.header.sequence_number,
@@ -173,6 +175,7 @@ async fn request_keyframe(
         sender_ssrc: 0,
         media_ssrc,
     };
+    tracing::trace!(media_ssrc, "asking the publisher for a keyframe");
     if let Err(err) = track.write_rtcp(vec![Box::new(pli)]).await {
         tracing::trace!(%err, "keyframe request failed");
     }

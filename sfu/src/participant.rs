@@ -160,6 +160,9 @@ struct Session {
     publisher: Arc<dyn PeerConnection>,
     subscriber: Arc<dyn PeerConnection>,
     negotiation: Negotiation,
+    /// Forwarding to a subscriber before its DTLS handshake completes would
+    /// lose packets, among them the keyframe it starts decoding from.
+    subscriber_connected: bool,
     offer_id: u32,
     down: HashMap<TrackSid, DownEntry>,
     /// Candidates that came before the description they belong to.
@@ -214,6 +217,7 @@ pub(crate) async fn run(parts: SessionParts) {
         publisher,
         subscriber,
         negotiation: Negotiation::default(),
+        subscriber_connected: false,
         offer_id: 0,
         down: HashMap::new(),
         early_candidates: Vec::new(),
@@ -372,10 +376,10 @@ impl Session {
             .await
             .map_err(|_| SessionError::BadSignal("answer SDP rejected"))?;
         self.flush_early_candidates(lk::SignalTarget::Subscriber).await;
-        self.attach_down_tracks().await;
         if self.negotiation.answered() {
             self.send_offer().await?;
         }
+        self.attach_down_tracks().await;
         Ok(())
     }
 
@@ -426,6 +430,9 @@ impl Session {
     /// Starts forwarding to down tracks whose negotiation has completed, now
     /// that the payload type the subscriber accepted is known.
     async fn attach_down_tracks(&mut self) {
+        if !self.subscriber_connected || self.negotiation.is_awaiting() {
+            return;
+        }
         for entry in self.down.values_mut().filter(|e| !e.attached) {
             let Ok(params) = entry.sender.get_parameters().await else {
                 continue;
@@ -542,6 +549,10 @@ impl Session {
             }
             PcEvent::State(target, state) => {
                 tracing::debug!(participant = %self.sid, ?target, %state, "peer connection state");
+                if target == lk::SignalTarget::Subscriber {
+                    self.subscriber_connected = state == RTCPeerConnectionState::Connected;
+                    self.attach_down_tracks().await;
+                }
             }
         }
         // Keep the sender half alive for the handlers' lifetime.
@@ -558,6 +569,7 @@ fn spawn_feedback_reader(local: Arc<TrackLocalStaticRTP>, forwarder: ForwarderHa
             let TrackLocalEvent::OnRtcpPacket(packets) = event else {
                 continue;
             };
+            tracing::trace!(?packets, "subscriber feedback");
             let wants_keyframe = packets.iter().any(|p| {
                 let any = p.as_any();
                 any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()

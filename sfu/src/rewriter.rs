@@ -2,9 +2,12 @@
 //! layers, each with its own SSRC, sequence and timestamp space) into one
 //! continuous stream for subscribers. Sans-IO and allocation-free.
 
-/// A simulcast layer as the publisher tags it (`rid`); the empty string is a
-/// track without simulcast.
-pub type Rid = String;
+use std::time::{Duration, Instant};
+
+/// A layer that sent nothing for this long is taken as stopped (publishers
+/// drop their top layers when their uplink shrinks), and a lower one may
+/// replace it.
+const STALL: Duration = Duration::from_millis(1000);
 
 /// LiveKit's rids, lowest quality first.
 fn rid_rank(rid: &str) -> u8 {
@@ -101,8 +104,9 @@ pub enum Verdict {
 /// Chooses which layer of a track to forward and rewrites sequence numbers and
 /// timestamps so that layer switches look like one stream to the decoder.
 ///
-/// This first version picks the best layer the publisher sends and moves to a
-/// better one when it appears, always on a keyframe.
+/// This first version picks the best layer the publisher sends, moves to a
+/// better one when it appears and to a lower one when the current stops,
+/// always on a keyframe.
 #[derive(Debug, Default)]
 pub struct LayerRewriter {
     current: Option<Layer>,
@@ -120,8 +124,7 @@ struct Layer {
     rank: u8,
     seq_offset: u16,
     ts_offset: u32,
-    /// Highest sequence number seen (in the incoming space), to drop stale packets.
-    highest_seq: u16,
+    last_seen: Instant,
 }
 
 impl LayerRewriter {
@@ -132,15 +135,13 @@ impl LayerRewriter {
     /// The SSRC the rewriter waits on a keyframe from, if it wants one; the
     /// caller asks the publisher for it (PLI).
     pub fn wanted_keyframe(&self) -> Option<u32> {
-        match (self.target, self.current) {
-            (Some(t), _) => Some(t),
-            _ => None,
-        }
+        self.target
     }
 
     /// Handles a packet of layer `rid` and SSRC `ssrc`.
     pub fn process(
         &mut self,
+        now: Instant,
         ssrc: u32,
         rid: &str,
         sequence: u16,
@@ -151,12 +152,16 @@ impl LayerRewriter {
         let on_current = self.current.is_some_and(|c| c.ssrc == ssrc);
         if !on_current {
             let better = self.current.is_none_or(|c| rank > c.rank);
-            if better && rank >= self.target_rank {
+            let stalled = self
+                .current
+                .is_none_or(|c| now.saturating_duration_since(c.last_seen) > STALL);
+            let best_candidate = self.target.is_none() || rank >= self.target_rank;
+            if (better || stalled) && best_candidate {
                 self.target = Some(ssrc);
                 self.target_rank = rank;
             }
             if self.target == Some(ssrc) && keyframe {
-                self.switch_to(ssrc, rank, sequence, timestamp);
+                self.switch_to(now, ssrc, rank, sequence, timestamp);
             } else {
                 return Verdict::Drop;
             }
@@ -164,10 +169,7 @@ impl LayerRewriter {
         let Some(layer) = self.current.as_mut() else {
             return Verdict::Drop;
         };
-        let delta = sequence.wrapping_sub(layer.highest_seq);
-        if delta != 0 && delta < 0x8000 {
-            layer.highest_seq = sequence;
-        }
+        layer.last_seen = now;
         let out_seq = sequence.wrapping_add(layer.seq_offset);
         let out_ts = timestamp.wrapping_add(layer.ts_offset);
         let seq_delta = out_seq.wrapping_sub(self.last_out_seq);
@@ -181,7 +183,7 @@ impl LayerRewriter {
         }
     }
 
-    fn switch_to(&mut self, ssrc: u32, rank: u8, sequence: u16, timestamp: u32) {
+    fn switch_to(&mut self, now: Instant, ssrc: u32, rank: u8, sequence: u16, timestamp: u32) {
         let (seq_offset, ts_offset) = if self.started {
             // Continue right after the last packet sent; one frame later at 90 kHz/30 fps.
             let next_seq = self.last_out_seq.wrapping_add(1);
@@ -199,11 +201,11 @@ impl LayerRewriter {
             rank,
             seq_offset,
             ts_offset,
-            highest_seq: sequence,
+            last_seen: now,
         });
         self.last_out_seq = sequence.wrapping_add(seq_offset).wrapping_sub(1);
         self.target = None;
-        self.target_rank = rank;
+        self.target_rank = 0;
     }
 }
 

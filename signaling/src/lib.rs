@@ -74,7 +74,15 @@ pub fn app(config: SignalingConfig, node: Node) -> Router {
             post(guest_token).layer(DefaultBodyLimit::max(64 * 1024)),
         )
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(state);
+        .with_state(state)
+        // LiveKit apps run on their own origins and call the server from the
+        // browser. Credentials travel in tokens, never cookies, so any origin may call.
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+                .allow_headers(tower_http::cors::Any),
+        );
     if let Some(dir) = config.web_dir {
         let index = dir.join("index.html");
         router = router.fallback_service(

@@ -1,0 +1,122 @@
+// An integrator's existing LiveKit code, unchanged: livekit-server-sdk mints
+// the tokens, livekit-client publishes and subscribes.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { AccessToken } from 'livekit-server-sdk';
+import { startSalon } from './lib/salon.js';
+import { servePages } from './lib/pages.js';
+import { launchBrowser, newPage, waitForMediaFrom } from './lib/browser.js';
+
+let salon;
+let pages;
+let browser;
+
+before(async () => {
+  salon = await startSalon();
+  pages = await servePages();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await pages?.close();
+  await salon?.stop();
+});
+
+/// Asks for a WebSocket upgrade and returns the HTTP status (101 if accepted).
+function upgradeStatus(url) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, {
+      headers: {
+        Connection: 'Upgrade',
+        Upgrade: 'websocket',
+        'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
+      },
+    });
+    req.on('upgrade', (res, socket) => {
+      socket.destroy();
+      resolve(res.statusCode);
+    });
+    req.on('response', (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function token(identity, room, grant = {}) {
+  const at = new AccessToken(salon.apiKey, salon.apiSecret, { identity, name: identity.toUpperCase() });
+  at.addGrant({ roomJoin: true, room, ...grant });
+  return at.toJwt();
+}
+
+async function joinWithSdk(identity, room, grant) {
+  const page = await newPage(browser);
+  await page.goto(pages.url + '/sdk.html');
+  await page.evaluate(([url, t]) => window.joinRoom(url, t), [salon.wsUrl, await token(identity, room, grant)]);
+  return page;
+}
+
+test('livekit-client peers with livekit-server-sdk tokens decode each other', async () => {
+  const a = await joinWithSdk('ada', 'sdk-room');
+  const b = await joinWithSdk('bea', 'sdk-room');
+  await waitForMediaFrom(b, 'ada');
+  await waitForMediaFrom(a, 'bea');
+  const names = await a.evaluate(() => [...window.salonRoom.remoteParticipants.values()].map((p) => p.name));
+  assert.deepEqual(names, ['BEA']);
+});
+
+test('a token without canPublish can watch but not publish', async () => {
+  const pub = await joinWithSdk('pia', 'grant-room');
+  const page = await newPage(browser);
+  await page.goto(pages.url + '/sdk.html');
+  const t = await token('viv', 'grant-room', { canPublish: false });
+  const outcome = await page.evaluate(async ([url, t]) => {
+    try {
+      await window.joinRoom(url, t);
+      return 'published';
+    } catch (e) {
+      return 'refused: ' + e.message;
+    }
+  }, [salon.wsUrl, t]);
+  assert.match(outcome, /refused/);
+  // Still subscribed to the others.
+  const stats = await waitForMediaFrom(page, 'pia');
+  assert.ok(stats.framesDecoded > 0);
+  // And nobody sees a track from the viewer.
+  const tracksOfViewer = await pub.evaluate(
+    () => window.salonRoom.getParticipantByIdentity('viv')?.trackPublications.size ?? -1,
+  );
+  assert.equal(tracksOfViewer, 0);
+});
+
+test('bad tokens are refused with 401 before any WebSocket opens', async () => {
+  const wrongRoom = await token('eve', 'room-a');
+  const res = await fetch(`${salon.httpUrl}/rtc/validate?access_token=${wrongRoom}`);
+  assert.equal(res.status, 200, 'a good token validates');
+  const forged = new AccessToken(salon.apiKey, 'not-the-secret', { identity: 'eve' });
+  forged.addGrant({ roomJoin: true, room: 'room-a' });
+  assert.equal(await upgradeStatus(`${salon.httpUrl}/rtc?access_token=${wrongRoom}`), 101, 'a good token upgrades');
+  for (const bad of [await forged.toJwt(), 'garbage', '']) {
+    const r = await fetch(`${salon.httpUrl}/rtc/validate?access_token=${encodeURIComponent(bad)}`);
+    assert.equal(r.status, 401);
+    assert.equal(await upgradeStatus(`${salon.httpUrl}/rtc?access_token=${encodeURIComponent(bad)}`), 401);
+  }
+  // livekit-client reports the refusal as such.
+  const page = await newPage(browser);
+  await page.goto(pages.url + '/sdk.html');
+  const msg = await page.evaluate(async ([url, t]) => {
+    try {
+      await window.joinRoom(url, t);
+      return 'connected';
+    } catch (e) {
+      return String(e.message);
+    }
+  }, [salon.wsUrl, await forged.toJwt()]);
+  assert.notEqual(msg, 'connected');
+  assert.ok(salon.alive(), 'server still up');
+});
