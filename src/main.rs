@@ -1,9 +1,9 @@
 //! `salon`: one binary, one subcommand per role.
 
 use clap::{Parser, Subcommand};
+use salon_sfu::{Node, NodeConfig};
 use salon_signaling::auth::{self, KeyStore, TokenSpec, VideoGrant};
 use salon_signaling::{SignalingConfig, app};
-use salon_sfu::{Node, NodeConfig};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "salon", version, about = "A LiveKit-compatible video-conferencing server")]
+#[command(
+    name = "salon",
+    version,
+    about = "A LiveKit-compatible video-conferencing server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,7 +77,13 @@ enum TokenCommand {
         valid_for: Duration,
         #[arg(long, env = "LIVEKIT_API_KEY", default_value = "devkey")]
         api_key: String,
-        #[arg(long, env = "LIVEKIT_API_SECRET", default_value = "secret", hide_default_value = true, hide_env_values = true)]
+        #[arg(
+            long,
+            env = "LIVEKIT_API_SECRET",
+            default_value = "secret",
+            hide_default_value = true,
+            hide_env_values = true
+        )]
         api_secret: String,
     },
 }

@@ -80,7 +80,9 @@ impl Node {
         }
     }
 
-    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, mpsc::UnboundedSender<RoomEvent>>> {
+    fn rooms(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<RoomName, mpsc::UnboundedSender<RoomEvent>>> {
         // A poisoned lock only means a panic elsewhere; the map itself is intact.
         self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -90,7 +92,11 @@ impl Node {
     }
 
     /// The room's task, started with `config` if the room does not exist.
-    fn room_or_create(&self, name: &RoomName, config: RoomConfig) -> mpsc::UnboundedSender<RoomEvent> {
+    fn room_or_create(
+        &self,
+        name: &RoomName,
+        config: RoomConfig,
+    ) -> mpsc::UnboundedSender<RoomEvent> {
         let mut rooms = self.rooms();
         if let Some(tx) = rooms.get(name).filter(|tx| !tx.is_closed()) {
             return tx.clone();
@@ -161,7 +167,11 @@ impl Node {
         Err(NodeError::RoomClosed)
     }
 
-    pub async fn create_room(&self, name: RoomName, config: RoomConfig) -> Result<lk::Room, NodeError> {
+    pub async fn create_room(
+        &self,
+        name: RoomName,
+        config: RoomConfig,
+    ) -> Result<lk::Room, NodeError> {
         let room = self.room_or_create(&name, config);
         Ok(snapshot(&room).await?.room)
     }
@@ -189,7 +199,10 @@ impl Node {
         admin(&room, RoomInput::Close).await.map(|_| ())
     }
 
-    pub async fn list_participants(&self, name: &RoomName) -> Result<Vec<lk::ParticipantInfo>, NodeError> {
+    pub async fn list_participants(
+        &self,
+        name: &RoomName,
+    ) -> Result<Vec<lk::ParticipantInfo>, NodeError> {
         let room = self.room(name).ok_or(NodeError::RoomNotFound)?;
         Ok(snapshot(&room).await?.participants)
     }
@@ -212,7 +225,9 @@ impl Node {
         identity: ParticipantIdentity,
     ) -> Result<(), NodeError> {
         let room = self.room(name).ok_or(NodeError::RoomNotFound)?;
-        admin(&room, RoomInput::Remove { identity }).await.map(|_| ())
+        admin(&room, RoomInput::Remove { identity })
+            .await
+            .map(|_| ())
     }
 
     pub async fn mute_published_track(
@@ -274,7 +289,10 @@ async fn snapshot(room: &mpsc::UnboundedSender<RoomEvent>) -> Result<RoomSnapsho
     rx.await.map_err(|_| NodeError::RoomClosed)
 }
 
-async fn admin(room: &mpsc::UnboundedSender<RoomEvent>, input: RoomInput) -> Result<RoomSnapshot, NodeError> {
+async fn admin(
+    room: &mpsc::UnboundedSender<RoomEvent>,
+    input: RoomInput,
+) -> Result<RoomSnapshot, NodeError> {
     let (tx, rx) = oneshot::channel();
     room.send(RoomEvent::Admin { input, reply: tx })
         .map_err(|_| NodeError::RoomClosed)?;

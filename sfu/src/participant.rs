@@ -2,6 +2,7 @@
 //! (publisher: the client offers; subscriber: the server offers), speaks the
 //! signal protocol with the client and carries out the room's commands.
 
+use crate::feedback::{FEEDBACK_SLOT, KeyframeRequestTap};
 use crate::forwarder::{self, DownTrack, ForwarderCommand, ForwarderHandle};
 use crate::negotiation::Negotiation;
 use crate::room::RoomInput;
@@ -9,13 +10,10 @@ use crate::room_task::RoomEvent;
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use lk::signal_response::Message as Resp;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use salon_common::{ParticipantSid, TrackSid};
 use std::collections::HashMap;
@@ -23,8 +21,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -46,6 +44,8 @@ pub(crate) enum SessionError {
 }
 
 /// What the room tells a participant's session to do.
+// Control-plane messages, a handful per join or publish: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum ParticipantCommand {
     Signal(Resp),
     AddDownTrack {
@@ -107,6 +107,7 @@ impl PeerConnectionEventHandler for PcHandler {
 async fn new_peer_connection(
     bind_ip: IpAddr,
     handler: PcHandler,
+    keyframe_requests: Option<mpsc::UnboundedSender<u32>>,
 ) -> Result<Arc<dyn PeerConnection>, SessionError> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
@@ -124,7 +125,10 @@ async fn new_peer_connection(
             None,
         )?;
     }
-    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
+    if let Some(tx) = keyframe_requests {
+        registry = registry.with(Slot::from(FEEDBACK_SLOT), KeyframeRequestTap::new(tx));
+    }
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media)
@@ -182,6 +186,7 @@ pub(crate) async fn run(parts: SessionParts) {
         to_client,
     } = parts;
     let (pc_tx, mut pc_rx) = mpsc::unbounded_channel();
+    let (keyframe_tx, mut keyframe_rx) = mpsc::unbounded_channel();
     let built = async {
         let publisher = new_peer_connection(
             bind_ip,
@@ -189,6 +194,7 @@ pub(crate) async fn run(parts: SessionParts) {
                 target: lk::SignalTarget::Publisher,
                 tx: pc_tx.clone(),
             },
+            None,
         )
         .await?;
         let subscriber = new_peer_connection(
@@ -197,6 +203,7 @@ pub(crate) async fn run(parts: SessionParts) {
                 target: lk::SignalTarget::Subscriber,
                 tx: pc_tx.clone(),
             },
+            Some(keyframe_tx),
         )
         .await?;
         Ok::<_, SessionError>((publisher, subscriber))
@@ -239,6 +246,7 @@ pub(crate) async fn run(parts: SessionParts) {
                     Some(command) => session.handle_command(command).await?,
                 },
                 Some(event) = pc_rx.recv() => session.handle_pc_event(event).await?,
+                Some(ssrc) = keyframe_rx.recv() => session.keyframe_requested(ssrc),
             }
         }
     }
@@ -360,7 +368,8 @@ impl Session {
             id: offer.id,
             mid_to_track_id: HashMap::new(),
         }))?;
-        self.flush_early_candidates(lk::SignalTarget::Publisher).await;
+        self.flush_early_candidates(lk::SignalTarget::Publisher)
+            .await;
         Ok(())
     }
 
@@ -375,7 +384,8 @@ impl Session {
             .set_remote_description(desc)
             .await
             .map_err(|_| SessionError::BadSignal("answer SDP rejected"))?;
-        self.flush_early_candidates(lk::SignalTarget::Subscriber).await;
+        self.flush_early_candidates(lk::SignalTarget::Subscriber)
+            .await;
         if self.negotiation.answered() {
             self.send_offer().await?;
         }
@@ -448,14 +458,19 @@ impl Session {
                 continue;
             };
             entry.attached = true;
-            // The track is bound now, so its feedback can be read.
-            spawn_feedback_reader(entry.local.clone(), entry.forwarder.clone());
             entry.forwarder.send(ForwarderCommand::Add(DownTrack {
                 subscriber: self.sid.clone(),
                 local: entry.local.clone(),
                 ssrc: entry.ssrc,
                 payload_type: codec.payload_type,
             }));
+        }
+    }
+
+    /// The subscriber lost video on `ssrc` and wants a keyframe.
+    fn keyframe_requested(&self, ssrc: u32) {
+        if let Some(entry) = self.down.values().find(|e| e.ssrc == ssrc && e.attached) {
+            entry.forwarder.send(ForwarderCommand::RequestKeyframe);
         }
     }
 
@@ -508,7 +523,9 @@ impl Session {
             }
             ParticipantCommand::RemoveDownTrack { track } => {
                 if let Some(entry) = self.down.remove(&track) {
-                    entry.forwarder.send(ForwarderCommand::Remove(self.sid.clone()));
+                    entry
+                        .forwarder
+                        .send(ForwarderCommand::Remove(self.sid.clone()));
                     if let Err(err) = self.subscriber.remove_track(&entry.sender).await {
                         tracing::debug!(%err, "removing a down track failed");
                     }
@@ -559,24 +576,4 @@ impl Session {
         let _ = &self.pc_events;
         Ok(())
     }
-}
-
-/// Turns a subscriber's keyframe requests (PLI, FIR) into a request to the
-/// publisher, through the track's forwarder, which throttles them.
-fn spawn_feedback_reader(local: Arc<TrackLocalStaticRTP>, forwarder: ForwarderHandle) {
-    tokio::spawn(async move {
-        while let Some(event) = local.poll().await {
-            let TrackLocalEvent::OnRtcpPacket(packets) = event else {
-                continue;
-            };
-            tracing::trace!(?packets, "subscriber feedback");
-            let wants_keyframe = packets.iter().any(|p| {
-                let any = p.as_any();
-                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-            });
-            if wants_keyframe {
-                forwarder.send(ForwarderCommand::RequestKeyframe);
-            }
-        }
-    });
 }

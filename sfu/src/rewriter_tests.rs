@@ -34,20 +34,36 @@ fn run(r: &mut LayerRewriter, packets: &[(u32, &str, u16, u32, bool)]) -> Vec<(u
     run_at(r, Instant::now(), packets)
 }
 
-fn run_at(r: &mut LayerRewriter, now: Instant, packets: &[(u32, &str, u16, u32, bool)]) -> Vec<(u16, u32)> {
+fn run_at(
+    r: &mut LayerRewriter,
+    now: Instant,
+    packets: &[(u32, &str, u16, u32, bool)],
+) -> Vec<(u16, u32)> {
     packets
         .iter()
-        .filter_map(|&(ssrc, rid, seq, ts, key)| match r.process(now, ssrc, rid, seq, ts, key) {
-            Verdict::Forward { sequence, timestamp } => Some((sequence, timestamp)),
-            Verdict::Drop => None,
-        })
+        .filter_map(
+            |&(ssrc, rid, seq, ts, key)| match r.process(now, ssrc, rid, seq, ts, key) {
+                Verdict::Forward {
+                    sequence,
+                    timestamp,
+                } => Some((sequence, timestamp)),
+                Verdict::Drop => None,
+            },
+        )
         .collect()
 }
 
 #[test]
 fn forwarding_waits_for_a_keyframe() {
     let mut r = LayerRewriter::new();
-    let out = run(&mut r, &[(1, "", 10, 100, false), (1, "", 11, 100, true), (1, "", 12, 200, false)]);
+    let out = run(
+        &mut r,
+        &[
+            (1, "", 10, 100, false),
+            (1, "", 11, 100, true),
+            (1, "", 12, 200, false),
+        ],
+    );
     assert_eq!(out, vec![(11, 100), (12, 200)]);
 }
 
@@ -82,14 +98,28 @@ fn a_better_layer_is_taken_on_its_keyframe_with_continuous_numbering() {
 #[test]
 fn a_worse_layer_never_takes_over() {
     let mut r = LayerRewriter::new();
-    let out = run(&mut r, &[(3, "f", 1, 10, true), (1, "q", 50, 70, true), (3, "f", 2, 20, false)]);
+    let out = run(
+        &mut r,
+        &[
+            (3, "f", 1, 10, true),
+            (1, "q", 50, 70, true),
+            (3, "f", 2, 20, false),
+        ],
+    );
     assert_eq!(out, vec![(1, 10), (2, 20)]);
 }
 
 #[test]
 fn sequence_numbers_wrap_without_gaps() {
     let mut r = LayerRewriter::new();
-    let out = run(&mut r, &[(1, "", 65534, 0, true), (1, "", 65535, 1, false), (1, "", 0, 2, false)]);
+    let out = run(
+        &mut r,
+        &[
+            (1, "", 65534, 0, true),
+            (1, "", 65535, 1, false),
+            (1, "", 0, 2, false),
+        ],
+    );
     assert_eq!(out, vec![(65534, 0), (65535, 1), (0, 2)]);
 }
 
@@ -98,7 +128,12 @@ fn lost_and_reordered_packets_keep_their_relative_numbers() {
     let mut r = LayerRewriter::new();
     let out = run(
         &mut r,
-        &[(1, "", 10, 0, true), (1, "", 12, 0, false), (1, "", 11, 0, false), (1, "", 14, 0, false)],
+        &[
+            (1, "", 10, 0, true),
+            (1, "", 12, 0, false),
+            (1, "", 11, 0, false),
+            (1, "", 14, 0, false),
+        ],
     );
     assert_eq!(out, vec![(10, 0), (12, 0), (11, 0), (14, 0)]);
 }
@@ -107,7 +142,11 @@ fn lost_and_reordered_packets_keep_their_relative_numbers() {
 fn when_the_current_layer_stops_a_lower_one_takes_over_on_its_keyframe() {
     let t0 = Instant::now();
     let mut r = LayerRewriter::new();
-    let out = run_at(&mut r, t0, &[(3, "f", 1, 10, true), (3, "f", 2, 3010, false)]);
+    let out = run_at(
+        &mut r,
+        t0,
+        &[(3, "f", 1, 10, true), (3, "f", 2, 3010, false)],
+    );
     assert_eq!(out, vec![(1, 10), (2, 3010)]);
     // "h" keeps coming, "f" went quiet: within a second nothing changes...
     let t1 = t0 + Duration::from_millis(500);
@@ -116,6 +155,10 @@ fn when_the_current_layer_stops_a_lower_one_takes_over_on_its_keyframe() {
     let t2 = t0 + Duration::from_millis(1500);
     assert!(run_at(&mut r, t2, &[(2, "h", 71, 600, false)]).is_empty());
     assert_eq!(r.wanted_keyframe(), Some(2));
-    let out = run_at(&mut r, t2, &[(2, "h", 72, 700, true), (2, "h", 73, 800, false)]);
+    let out = run_at(
+        &mut r,
+        t2,
+        &[(2, "h", 72, 700, true), (2, "h", 73, 800, false)],
+    );
     assert_eq!(out, vec![(3, 6010), (4, 6110)]);
 }

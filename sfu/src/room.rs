@@ -135,6 +135,8 @@ pub enum RoomInput {
 }
 
 /// What the room asks its shell to do.
+// Control-plane messages, a handful per join or publish: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub enum RoomOutput {
     /// Send a signal message to one participant.
@@ -253,7 +255,8 @@ impl Room {
     }
 
     pub fn participant(&self, identity: &ParticipantIdentity) -> Option<lk::ParticipantInfo> {
-        self.find_identity(identity).map(|k| self.participants[&k].info.clone())
+        self.find_identity(identity)
+            .map(|k| self.participants[&k].info.clone())
     }
 
     pub fn track(&self, track: &TrackSid) -> Option<lk::TrackInfo> {
@@ -387,7 +390,11 @@ impl Room {
             let old = self.sid_of(existing);
             self.disconnect(&old, lk::DisconnectReason::DuplicateIdentity, now);
         }
-        let visible = self.participants.values().filter(|p| !p.grants.hidden).count() as u32;
+        let visible = self
+            .participants
+            .values()
+            .filter(|p| !p.grants.hidden)
+            .count() as u32;
         if self.config.max_participants > 0
             && !request.grants.hidden
             && visible >= self.config.max_participants
@@ -481,7 +488,12 @@ impl Room {
         Ok(())
     }
 
-    fn subscribe(&mut self, subscriber: &ParticipantSid, publisher: ParticipantSid, track: lk::TrackInfo) {
+    fn subscribe(
+        &mut self,
+        subscriber: &ParticipantSid,
+        publisher: ParticipantSid,
+        track: lk::TrackInfo,
+    ) {
         let Ok(p) = self.get_mut(subscriber) else {
             return;
         };
@@ -571,7 +583,11 @@ impl Room {
         }
     }
 
-    fn add_track(&mut self, sid: &ParticipantSid, request: lk::AddTrackRequest) -> Result<(), RoomError> {
+    fn add_track(
+        &mut self,
+        sid: &ParticipantSid,
+        request: lk::AddTrackRequest,
+    ) -> Result<(), RoomError> {
         let p = self.get_mut(sid)?;
         if !p.grants.can_publish {
             return Err(RoomError::NotAllowed("publish"));

@@ -29,7 +29,12 @@ fn drain(room: &mut Room) -> Vec<RoomOutput> {
 }
 
 fn new_room(now: Instant) -> Room {
-    Room::new(RoomName::new("r"), RoomConfig::default(), 1_700_000_000_000, now)
+    Room::new(
+        RoomName::new("r"),
+        RoomConfig::default(),
+        1_700_000_000_000,
+        now,
+    )
 }
 
 fn sid(s: &str) -> ParticipantSid {
@@ -90,7 +95,10 @@ fn the_first_joiner_gets_a_join_response_describing_the_room() {
     };
     assert_eq!(to, &sid("PA_a"));
     assert_eq!(join.room.as_ref().map(|r| r.name.as_str()), Some("r"));
-    assert_eq!(join.participant.as_ref().map(|p| p.identity.as_str()), Some("alice"));
+    assert_eq!(
+        join.participant.as_ref().map(|p| p.identity.as_str()),
+        Some("alice")
+    );
     assert!(join.other_participants.is_empty());
     assert!(!join.subscriber_primary);
 }
@@ -105,8 +113,10 @@ fn a_published_track_is_announced_then_subscribed_by_others() {
         .expect("join");
     let out = drain(&mut room);
     // Alice hears of Bob.
-    assert!(out.iter().any(|o| matches!(o, RoomOutput::Signal { to, message: Msg::Update(u) }
-        if to == &sid("PA_a") && u.participants[0].identity == "bob")));
+    assert!(out.iter().any(
+        |o| matches!(o, RoomOutput::Signal { to, message: Msg::Update(u) }
+        if to == &sid("PA_a") && u.participants[0].identity == "bob")
+    ));
 
     room.handle_input(
         now,
@@ -122,7 +132,8 @@ fn a_published_track_is_announced_then_subscribed_by_others() {
     .expect("add");
     let out = drain(&mut room);
     assert!(
-        !out.iter().any(|o| matches!(o, RoomOutput::Subscribe { .. })),
+        !out.iter()
+            .any(|o| matches!(o, RoomOutput::Subscribe { .. })),
         "nobody subscribes before media arrives"
     );
     room.handle_input(
@@ -138,20 +149,29 @@ fn a_published_track_is_announced_then_subscribed_by_others() {
     let out = drain(&mut room);
     let update_pos = out
         .iter()
-        .position(|o| matches!(o, RoomOutput::Signal { to, message: Msg::Update(u) }
-            if to == &sid("PA_b") && u.participants[0].tracks.len() == 1))
+        .position(|o| {
+            matches!(o, RoomOutput::Signal { to, message: Msg::Update(u) }
+            if to == &sid("PA_b") && u.participants[0].tracks.len() == 1)
+        })
         .expect("bob learns of alice's track");
     let subscribe_pos = out
         .iter()
-        .position(|o| matches!(o, RoomOutput::Subscribe { subscriber, .. } if subscriber == &sid("PA_b")))
+        .position(
+            |o| matches!(o, RoomOutput::Subscribe { subscriber, .. } if subscriber == &sid("PA_b")),
+        )
         .expect("bob subscribes");
     assert!(
         update_pos < subscribe_pos,
         "the client must know the track before it arrives"
     );
-    assert!(out.iter().any(|o| matches!(o, RoomOutput::TrackReady { cid, .. } if cid == "cam")));
     assert!(
-        !out.iter().any(|o| matches!(o, RoomOutput::Subscribe { subscriber, .. } if subscriber == &sid("PA_a"))),
+        out.iter()
+            .any(|o| matches!(o, RoomOutput::TrackReady { cid, .. } if cid == "cam"))
+    );
+    assert!(
+        !out.iter().any(
+            |o| matches!(o, RoomOutput::Subscribe { subscriber, .. } if subscriber == &sid("PA_a"))
+        ),
         "nobody subscribes to their own track"
     );
 }
@@ -168,8 +188,10 @@ fn a_late_joiner_subscribes_to_what_is_already_published() {
     room.handle_input(now, RoomInput::Join(join_req("PA_c", "carol")))
         .expect("join");
     let out = drain(&mut room);
-    assert!(out.iter().any(|o| matches!(o, RoomOutput::Subscribe { subscriber, track: t, .. }
-        if subscriber == &sid("PA_c") && t.sid == track.as_str())));
+    assert!(out.iter().any(
+        |o| matches!(o, RoomOutput::Subscribe { subscriber, track: t, .. }
+        if subscriber == &sid("PA_c") && t.sid == track.as_str())
+    ));
 }
 
 #[test]
@@ -231,9 +253,11 @@ fn leaving_unsubscribes_others_and_tells_them() {
         track: track.clone()
     }));
     assert!(out.contains(&RoomOutput::TrackGone { track }));
-    assert!(out.iter().any(|o| matches!(o, RoomOutput::Signal { to, message: Msg::Update(u) }
+    assert!(out.iter().any(
+        |o| matches!(o, RoomOutput::Signal { to, message: Msg::Update(u) }
         if to == &sid("PA_b")
-            && u.participants[0].state == lk::participant_info::State::Disconnected as i32)));
+            && u.participants[0].state == lk::participant_info::State::Disconnected as i32)
+    ));
     assert_eq!(room.participants().len(), 1);
 }
 
@@ -247,7 +271,11 @@ fn an_empty_room_closes_after_its_empty_timeout() {
     let mut room = Room::new(RoomName::new("r"), config, 0, t0);
     room.handle_input(t0, RoomInput::Join(join_req("PA_a", "alice")))
         .expect("join");
-    assert_eq!(room.poll_timeout(), None, "an occupied room never times out");
+    assert_eq!(
+        room.poll_timeout(),
+        None,
+        "an occupied room never times out"
+    );
     let t1 = t0 + Duration::from_secs(10);
     room.handle_input(t1, RoomInput::Leave { sid: sid("PA_a") })
         .expect("leave");
@@ -315,10 +343,14 @@ fn admin_mute_tells_the_publisher_and_everyone_else() {
     )
     .expect("mute");
     let out = drain(&mut room);
-    assert!(out.iter().any(|o| matches!(o, RoomOutput::Signal { to, message: Msg::Mute(m) }
-        if to == &sid("PA_a") && m.muted && m.sid == track.as_str())));
-    assert!(out.iter().any(|o| matches!(o, RoomOutput::Signal { to, message: Msg::Update(u) }
-        if to == &sid("PA_b") && u.participants[0].tracks[0].muted)));
+    assert!(out.iter().any(
+        |o| matches!(o, RoomOutput::Signal { to, message: Msg::Mute(m) }
+        if to == &sid("PA_a") && m.muted && m.sid == track.as_str())
+    ));
+    assert!(out.iter().any(
+        |o| matches!(o, RoomOutput::Signal { to, message: Msg::Update(u) }
+        if to == &sid("PA_b") && u.participants[0].tracks[0].muted)
+    ));
     assert_eq!(room.track(&track).map(|t| t.muted), Some(true));
 }
 
@@ -364,7 +396,10 @@ fn hidden_participants_are_not_announced() {
     rec.grants.hidden = true;
     room.handle_input(now, RoomInput::Join(rec)).expect("join");
     let out = drain(&mut room);
-    assert!(!out.iter().any(|o| matches!(o, RoomOutput::Signal { to, .. } if to == &sid("PA_a"))));
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, RoomOutput::Signal { to, .. } if to == &sid("PA_a")))
+    );
     assert_eq!(room.info().num_participants, 1);
 }
 

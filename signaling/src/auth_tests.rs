@@ -44,7 +44,10 @@ fn a_fresh_token_verifies_and_allows_its_room() {
     let claims = keys().verify(&token).expect("valid");
     assert_eq!(claims.sub, "alice");
     assert_eq!(claims.join_room(), Ok("standup"));
-    assert!(claims.video.can_publish(), "publish is allowed unless denied");
+    assert!(
+        claims.video.can_publish(),
+        "publish is allowed unless denied"
+    );
 }
 
 #[test]
@@ -97,8 +100,8 @@ fn a_token_without_room_join_cannot_join() {
 fn a_token_with_alg_none_is_refused() {
     let now = unix_now();
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-    let body = URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&claims_for("r", now, now + 60)).expect("json"));
+    let body =
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims_for("r", now, now + 60)).expect("json"));
     let token = format!("{header}.{body}.");
     assert!(matches!(keys().verify(&token), Err(AuthError::Invalid(_))));
 }

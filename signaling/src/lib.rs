@@ -106,20 +106,38 @@ struct GuestTokenResponse {
 }
 
 /// Issues a join token for the web app's join form (open guest mode).
-async fn guest_token(State(state): State<AppState>, Json(req): Json<GuestTokenRequest>) -> Response {
+async fn guest_token(
+    State(state): State<AppState>,
+    Json(req): Json<GuestTokenRequest>,
+) -> Response {
     let Some(key) = state.guest_key.as_deref() else {
-        return (StatusCode::FORBIDDEN, "guest tokens are disabled on this server").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "guest tokens are disabled on this server",
+        )
+            .into_response();
     };
     let Some(secret) = state.keys.secret(key) else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "guest key is not configured").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "guest key is not configured",
+        )
+            .into_response();
     };
     let room = match validate_room_name(req.room.trim()) {
         Ok(room) => room,
         Err(msg) => return (StatusCode::BAD_REQUEST, msg).into_response(),
     };
     let name = req.name.trim();
-    if name.is_empty() || name.len() > salon_common::MAX_NAME_BYTES || name.chars().any(char::is_control) {
-        return (StatusCode::BAD_REQUEST, "display name must be 1 to 256 bytes of text").into_response();
+    if name.is_empty()
+        || name.len() > salon_common::MAX_NAME_BYTES
+        || name.chars().any(char::is_control)
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            "display name must be 1 to 256 bytes of text",
+        )
+            .into_response();
     }
     let identity = salon_common::new_sid("guest-");
     let spec = TokenSpec {

@@ -32,8 +32,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(15);
 fn check(state: &AppState, params: &RtcParams) -> Result<(Claims, RoomName), AuthError> {
     let claims = state.keys.verify(&params.access_token)?;
     let room = claims.join_room()?.to_owned();
-    let room = crate::validate_room_name(&room)
-        .map_err(|e| AuthError::Invalid(e.to_owned()))?;
+    let room = crate::validate_room_name(&room).map_err(|e| AuthError::Invalid(e.to_owned()))?;
     Ok((claims, room))
 }
 
@@ -43,11 +42,18 @@ fn unauthorized(err: AuthError) -> Response {
 
 /// The single-peer-connection protocol (`/rtc/v1`) is not served yet.
 pub(crate) async fn v1_not_supported() -> Response {
-    (StatusCode::NOT_FOUND, "the v1 signal path is not supported; use /rtc").into_response()
+    (
+        StatusCode::NOT_FOUND,
+        "the v1 signal path is not supported; use /rtc",
+    )
+        .into_response()
 }
 
 /// `GET /rtc/validate`: lets a client learn why a connection was refused.
-pub(crate) async fn validate(State(state): State<AppState>, Query(params): Query<RtcParams>) -> Response {
+pub(crate) async fn validate(
+    State(state): State<AppState>,
+    Query(params): Query<RtcParams>,
+) -> Response {
     match check(&state, &params) {
         Ok(_) => (StatusCode::OK, "success").into_response(),
         Err(err) => unauthorized(err),
@@ -110,7 +116,10 @@ async fn session(
 ) {
     if reconnect {
         // Sessions cannot be resumed yet: ask for a fresh join instead.
-        let msg = leave(lk::DisconnectReason::StateMismatch, lk::leave_request::Action::Reconnect);
+        let msg = leave(
+            lk::DisconnectReason::StateMismatch,
+            lk::leave_request::Action::Reconnect,
+        );
         if let Some(m) = encode(Wire::Binary, &msg) {
             let _ = socket.send(m).await;
         }
@@ -138,7 +147,10 @@ async fn session(
         Err(err) => {
             tracing::info!(%room, %err, "join refused");
             let reason = lk::DisconnectReason::JoinFailure;
-            if let Some(m) = encode(Wire::Binary, &leave(reason, lk::leave_request::Action::Disconnect)) {
+            if let Some(m) = encode(
+                Wire::Binary,
+                &leave(reason, lk::leave_request::Action::Disconnect),
+            ) {
                 let _ = socket.send(m).await;
             }
             let _ = socket.send(Message::Close(None)).await;
@@ -202,4 +214,3 @@ async fn session(
         })))
         .await;
 }
-

@@ -52,7 +52,12 @@ impl IntoResponse for TwirpError {
     fn into_response(self) -> Response {
         let (code, status) = self.code();
         let body = serde_json::json!({ "code": code, "msg": self.to_string() });
-        (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
@@ -90,13 +95,20 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, TwirpError> {
     }
 }
 
-fn decode<T: Message + Default + DeserializeOwned>(enc: Encoding, body: &[u8]) -> Result<T, TwirpError> {
+fn decode<T: Message + Default + DeserializeOwned>(
+    enc: Encoding,
+    body: &[u8],
+) -> Result<T, TwirpError> {
     match enc {
         Encoding::Protobuf => {
             T::decode(body).map_err(|e| TwirpError::Malformed(format!("bad protobuf body: {e}")))
         }
         Encoding::Json => {
-            let body = if body.is_empty() { b"{}".as_slice() } else { body };
+            let body = if body.is_empty() {
+                b"{}".as_slice()
+            } else {
+                body
+            };
             serde_json::from_slice(body)
                 .map_err(|e| TwirpError::Malformed(format!("bad JSON body: {e}")))
         }
@@ -121,7 +133,10 @@ fn bearer(headers: &HeaderMap) -> &str {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .unwrap_or("")
 }
 
@@ -151,8 +166,7 @@ fn authorize(claims: &Claims, need: Need<'_>) -> Result<(), TwirpError> {
 }
 
 fn room_name(name: &str) -> Result<RoomName, TwirpError> {
-    crate::validate_room_name(name)
-        .map_err(|e| TwirpError::InvalidArgument(e.to_owned()))
+    crate::validate_room_name(name).map_err(|e| TwirpError::InvalidArgument(e.to_owned()))
 }
 
 pub(crate) async fn room_service(
@@ -209,15 +223,21 @@ pub(crate) async fn room_service(
             let req: lk::RoomParticipantIdentity = decode(enc, &body)?;
             authorize(&claims, Need::Admin { room: &req.room })?;
             let p = node
-                .get_participant(&room_name(&req.room)?, &ParticipantIdentity::new(req.identity))
+                .get_participant(
+                    &room_name(&req.room)?,
+                    &ParticipantIdentity::new(req.identity),
+                )
                 .await?;
             Ok(encode(enc, &p))
         }
         "RemoveParticipant" => {
             let req: lk::RoomParticipantIdentity = decode(enc, &body)?;
             authorize(&claims, Need::Admin { room: &req.room })?;
-            node.remove_participant(&room_name(&req.room)?, ParticipantIdentity::new(req.identity))
-                .await?;
+            node.remove_participant(
+                &room_name(&req.room)?,
+                ParticipantIdentity::new(req.identity),
+            )
+            .await?;
             Ok(encode(enc, &lk::RemoveParticipantResponse {}))
         }
         "MutePublishedTrack" => {
@@ -231,7 +251,10 @@ pub(crate) async fn room_service(
                     req.muted,
                 )
                 .await?;
-            Ok(encode(enc, &lk::MuteRoomTrackResponse { track: Some(track) }))
+            Ok(encode(
+                enc,
+                &lk::MuteRoomTrackResponse { track: Some(track) },
+            ))
         }
         "UpdateParticipant" => {
             let req: lk::UpdateParticipantRequest = decode(enc, &body)?;

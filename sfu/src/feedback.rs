@@ -1,0 +1,81 @@
+//! Keyframe requests from subscribers.
+//!
+//! webrtc-rs ends every interceptor chain with a stage that drops inbound
+//! RTCP the application did not ask for, and routes a compound RTCP packet
+//! by its first report only, so a PLI behind a receiver report can land on
+//! the wrong track or nowhere. This interceptor sits last in the chain and
+//! hands the SSRC of every PLI and FIR straight to the session, which knows
+//! which forwarder sends that SSRC.
+
+use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+use std::collections::VecDeque;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Just after every built-in slot of the default chain.
+pub(crate) const FEEDBACK_SLOT: usize = 14_000;
+
+pub(crate) struct KeyframeRequestTap {
+    requests: mpsc::UnboundedSender<u32>,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl KeyframeRequestTap {
+    pub(crate) fn new(requests: mpsc::UnboundedSender<u32>) -> Self {
+        Self {
+            requests,
+            reads: VecDeque::new(),
+            writes: VecDeque::new(),
+        }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            for packet in packets {
+                let any = packet.as_any();
+                if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                    let _ = self.requests.send(pli.media_ssrc);
+                } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                    for entry in &fir.fir {
+                        let _ = self.requests.send(entry.ssrc);
+                    }
+                }
+            }
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestTap {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}

@@ -1,0 +1,224 @@
+//! Bad input on the signal WebSocket ends that one session with an error and
+//! harms no one else.
+
+use futures::{SinkExt, StreamExt};
+use livekit_protocol as lk;
+use prost::Message as _;
+use salon_sfu::{Node, NodeConfig};
+use salon_signaling::auth::{KeyStore, TokenSpec, VideoGrant, create_token};
+use salon_signaling::{SignalingConfig, app};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn server() -> SocketAddr {
+    let keys = KeyStore::new(HashMap::from([("devkey".to_owned(), "secret".to_owned())]));
+    let router = app(
+        SignalingConfig {
+            keys,
+            guest_key: None,
+            web_dir: None,
+        },
+        Node::new(NodeConfig {
+            rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+fn join_token(room: &str, identity: &str) -> String {
+    create_token(
+        "devkey",
+        "secret",
+        TokenSpec {
+            identity: identity.to_owned(),
+            grant: VideoGrant {
+                room: Some(room.to_owned()),
+                room_join: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .expect("token")
+}
+
+async fn connect(addr: SocketAddr, room: &str, identity: &str) -> (Ws, lk::JoinResponse) {
+    let url = format!(
+        "ws://{addr}/rtc?access_token={}",
+        join_token(room, identity)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    let first = next_response(&mut ws).await.expect("a first message");
+    let Some(lk::signal_response::Message::Join(join)) = first.message else {
+        panic!("expected a join response, got {first:?}");
+    };
+    (ws, join)
+}
+
+/// The next signal response, or None when the server closed the socket.
+async fn next_response(ws: &mut Ws) -> Option<lk::SignalResponse> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("no answer within 10 s");
+        match frame {
+            Some(Ok(Message::Binary(b))) => {
+                return Some(lk::SignalResponse::decode(b.as_ref()).expect("protobuf"));
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Reads until a leave message or the socket closes; true if either came.
+async fn ends_session(ws: &mut Ws) -> bool {
+    loop {
+        match next_response(ws).await {
+            None => return true,
+            Some(lk::SignalResponse {
+                message: Some(lk::signal_response::Message::Leave(_)),
+            }) => return true,
+            Some(_) => continue,
+        }
+    }
+}
+
+async fn ping_pong(ws: &mut Ws) {
+    let ping = lk::SignalRequest {
+        message: Some(lk::signal_request::Message::Ping(42)),
+    };
+    ws.send(Message::Binary(ping.encode_to_vec().into()))
+        .await
+        .expect("send");
+    loop {
+        let r = next_response(ws).await.expect("still connected");
+        if let Some(lk::signal_response::Message::Pong(ts)) = r.message {
+            assert_eq!(ts, 42);
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_protobuf_ends_only_that_session() {
+    let addr = server().await;
+    let (mut bystander, _) = connect(addr, "other-room", "bystander").await;
+    let (mut neighbour, join) = connect(addr, "abuse-room", "neighbour").await;
+    assert_eq!(join.room.map(|r| r.name).as_deref(), Some("abuse-room"));
+    let (mut attacker, _) = connect(addr, "abuse-room", "attacker").await;
+
+    attacker
+        .send(Message::Binary(vec![0xff, 0xff, 0xff, 0xff, 0x0f].into()))
+        .await
+        .expect("send");
+    assert!(ends_session(&mut attacker).await);
+
+    ping_pong(&mut neighbour).await;
+    ping_pong(&mut bystander).await;
+}
+
+#[tokio::test]
+async fn malformed_sdp_ends_only_that_session() {
+    let addr = server().await;
+    let (mut neighbour, _) = connect(addr, "sdp-room", "neighbour").await;
+    let (mut attacker, _) = connect(addr, "sdp-room", "attacker").await;
+    let offer = lk::SignalRequest {
+        message: Some(lk::signal_request::Message::Offer(lk::SessionDescription {
+            r#type: "offer".to_owned(),
+            sdp: "this is not SDP\r\nm=garbage\r\n".to_owned(),
+            ..Default::default()
+        })),
+    };
+    attacker
+        .send(Message::Binary(offer.encode_to_vec().into()))
+        .await
+        .expect("send");
+    assert!(ends_session(&mut attacker).await);
+    ping_pong(&mut neighbour).await;
+}
+
+#[tokio::test]
+async fn malformed_ice_candidates_end_only_that_session() {
+    let addr = server().await;
+    let (mut neighbour, _) = connect(addr, "ice-room", "neighbour").await;
+    let (mut attacker, _) = connect(addr, "ice-room", "attacker").await;
+    let trickle = lk::SignalRequest {
+        message: Some(lk::signal_request::Message::Trickle(lk::TrickleRequest {
+            candidate_init: "{not json".to_owned(),
+            target: 0,
+            r#final: false,
+        })),
+    };
+    attacker
+        .send(Message::Binary(trickle.encode_to_vec().into()))
+        .await
+        .expect("send");
+    assert!(ends_session(&mut attacker).await);
+    ping_pong(&mut neighbour).await;
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_the_socket() {
+    let addr = server().await;
+    let (mut neighbour, _) = connect(addr, "big-room", "neighbour").await;
+    let (mut attacker, _) = connect(addr, "big-room", "attacker").await;
+    let huge = vec![0u8; 3 * 1024 * 1024];
+    // The server may close while the frame is still being written.
+    let _ = attacker.send(Message::Binary(huge.into())).await;
+    assert!(ends_session(&mut attacker).await);
+    ping_pong(&mut neighbour).await;
+}
+
+#[tokio::test]
+async fn json_text_frames_are_answered_in_json() {
+    let addr = server().await;
+    let (mut ws, _) = connect(addr, "json-room", "json").await;
+    ws.send(Message::Text(r#"{"ping":"7"}"#.into()))
+        .await
+        .expect("send");
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("answer")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(t) = frame {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+            if v.get("pong").is_some() {
+                assert_eq!(v["pong"], "7");
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_session_with_the_same_identity_replaces_the_first() {
+    let addr = server().await;
+    let (mut first, _) = connect(addr, "dup-room", "same").await;
+    let (mut second, _) = connect(addr, "dup-room", "same").await;
+    let r = next_response(&mut first).await;
+    assert!(
+        matches!(
+            r,
+            Some(lk::SignalResponse {
+                message: Some(lk::signal_response::Message::Leave(ref l))
+            }) if l.reason == lk::DisconnectReason::DuplicateIdentity as i32
+        ),
+        "got {r:?}"
+    );
+    ping_pong(&mut second).await;
+}
