@@ -120,7 +120,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,salon=info,salon_sfu=info,salon_signaling=info".into()),
+                .unwrap_or_else(|_| "warn,salon=info,salon_sfu=info,salon_signaling=info,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,rtc_srtp=error,rtc_interceptor=error,webrtc=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();

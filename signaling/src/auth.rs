@@ -252,6 +252,31 @@ pub fn create_token(key: &str, secret: &str, spec: TokenSpec) -> Result<String, 
     .map_err(|e| AuthError::Invalid(e.to_string()))
 }
 
+/// A fresh copy of `claims` valid for as long as the original was, signed
+/// with the same key: LiveKit sends one to connected clients so that they
+/// can reconnect after their first token has expired.
+pub fn refresh_token(keys: &KeyStore, claims: &Claims) -> Result<String, AuthError> {
+    let secret = keys.secret(&claims.iss).ok_or(AuthError::UnknownKey)?;
+    let now = unix_now();
+    let lifetime = claims
+        .nbf
+        .map(|nbf| claims.exp.saturating_sub(nbf))
+        .filter(|l| *l > 0)
+        .unwrap_or(DEFAULT_TOKEN_TTL.as_secs());
+    let fresh = Claims {
+        nbf: Some(now),
+        exp: now + lifetime,
+        jti: salon_common::new_sid(""),
+        ..claims.clone()
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &fresh,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| AuthError::Invalid(e.to_string()))
+}
+
 #[cfg(test)]
 #[path = "auth_tests.rs"]
 mod tests;

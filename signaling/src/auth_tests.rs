@@ -129,3 +129,15 @@ fn key_lists_parse_like_livekit_keys() {
     assert_eq!(keys.get("other").map(String::as_str), Some("s2"));
     assert!(KeyStore::parse("nocolon").is_err());
 }
+
+#[test]
+fn a_refreshed_token_keeps_the_grants_and_lifetime_but_not_the_old_expiry() {
+    let now = unix_now();
+    let original = claims_for("r", now - 500, now + 100);
+    let refreshed = refresh_token(&keys(), &original).expect("refresh");
+    let claims = keys().verify(&refreshed).expect("valid");
+    assert_eq!(claims.sub, original.sub);
+    assert_eq!(claims.video, original.video);
+    assert!(claims.exp >= now + 600, "a full lifetime from now");
+    assert!(claims.exp <= now + 610);
+}

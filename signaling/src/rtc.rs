@@ -2,7 +2,7 @@
 //! `SignalRequest`/`SignalResponse` protobufs, and `GET /rtc/validate`.
 
 use crate::AppState;
-use crate::auth::{AuthError, Claims};
+use crate::auth::{self, AuthError, Claims};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -28,6 +28,9 @@ pub(crate) struct RtcParams {
 /// A client that sends nothing for this long is gone (JoinResponse's
 /// ping_timeout; clients ping every ping_interval).
 const PING_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How often a connected client gets a refreshed token, as LiveKit does.
+const TOKEN_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 fn check(state: &AppState, params: &RtcParams) -> Result<(Claims, RoomName), AuthError> {
     let claims = state.keys.verify(&params.access_token)?;
@@ -161,6 +164,12 @@ async fn session(
     let mut wire = Wire::Binary;
     let deadline = tokio::time::sleep(PING_TIMEOUT);
     tokio::pin!(deadline);
+    // The first refresh comes soon after joining, so that a client holding a
+    // short-lived token can still reconnect later.
+    let mut refresh = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        TOKEN_REFRESH_INTERVAL,
+    );
     let close_reason: &str = loop {
         tokio::select! {
             incoming = socket.recv() => {
@@ -200,6 +209,21 @@ async fn session(
                 }
                 if is_leave {
                     break "server sent leave";
+                }
+            }
+            _ = refresh.tick() => {
+                match auth::refresh_token(&state.keys, &claims) {
+                    Ok(token) => {
+                        let msg = lk::SignalResponse {
+                            message: Some(lk::signal_response::Message::RefreshToken(token)),
+                        };
+                        if let Some(m) = encode(wire, &msg)
+                            && socket.send(m).await.is_err()
+                        {
+                            break "send failed";
+                        }
+                    }
+                    Err(err) => tracing::warn!(%err, "could not refresh a token"),
                 }
             }
             _ = &mut deadline => break "ping timeout",

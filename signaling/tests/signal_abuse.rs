@@ -210,15 +210,31 @@ async fn a_second_session_with_the_same_identity_replaces_the_first() {
     let addr = server().await;
     let (mut first, _) = connect(addr, "dup-room", "same").await;
     let (mut second, _) = connect(addr, "dup-room", "same").await;
-    let r = next_response(&mut first).await;
-    assert!(
-        matches!(
-            r,
+    let leave = loop {
+        match next_response(&mut first).await {
             Some(lk::SignalResponse {
-                message: Some(lk::signal_response::Message::Leave(ref l))
-            }) if l.reason == lk::DisconnectReason::DuplicateIdentity as i32
-        ),
-        "got {r:?}"
-    );
+                message: Some(lk::signal_response::Message::Leave(l)),
+            }) => break l,
+            Some(_) => continue,
+            None => panic!("closed without a leave message"),
+        }
+    };
+    assert_eq!(leave.reason, lk::DisconnectReason::DuplicateIdentity as i32);
     ping_pong(&mut second).await;
+}
+
+#[tokio::test]
+async fn connected_clients_get_a_refreshed_token() {
+    let addr = server().await;
+    let (mut ws, _) = connect(addr, "refresh-room", "holder").await;
+    loop {
+        let r = next_response(&mut ws).await.expect("still connected");
+        if let Some(lk::signal_response::Message::RefreshToken(token)) = r.message {
+            let keys = KeyStore::new(HashMap::from([("devkey".to_owned(), "secret".to_owned())]));
+            let claims = keys.verify(&token).expect("a valid token");
+            assert_eq!(claims.sub, "holder");
+            assert_eq!(claims.join_room(), Ok("refresh-room"));
+            return;
+        }
+    }
 }
