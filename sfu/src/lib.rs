@@ -10,6 +10,7 @@ mod participant;
 pub mod rewriter;
 pub mod room;
 mod room_task;
+pub mod sdp;
 
 pub use node::{JoinParams, Node, NodeConfig, NodeError, Session};
 pub use room::{Grants, RoomConfig, RoomError};

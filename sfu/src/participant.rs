@@ -169,6 +169,8 @@ struct Session {
     subscriber_connected: bool,
     offer_id: u32,
     down: HashMap<TrackSid, DownEntry>,
+    /// Track ids (cids) whose media arrived on the publisher connection.
+    publishing: std::collections::HashSet<String>,
     /// Candidates that came before the description they belong to.
     early_candidates: Vec<(lk::SignalTarget, RTCIceCandidateInit)>,
     pc_events: mpsc::UnboundedSender<PcEvent>,
@@ -227,6 +229,7 @@ pub(crate) async fn run(parts: SessionParts) {
         subscriber_connected: false,
         offer_id: 0,
         down: HashMap::new(),
+        publishing: std::collections::HashSet::new(),
         early_candidates: Vec::new(),
         pc_events: pc_tx,
     };
@@ -348,6 +351,7 @@ impl Session {
         if offer.r#type != "offer" {
             return Err(SessionError::BadSignal("offer is not of type offer"));
         }
+        let still_sending = crate::sdp::sending_track_ids(&offer.sdp);
         let desc = RTCSessionDescription::offer(offer.sdp)
             .map_err(|_| SessionError::BadSignal("malformed offer SDP"))?;
         self.publisher
@@ -370,6 +374,19 @@ impl Session {
         }))?;
         self.flush_early_candidates(lk::SignalTarget::Publisher)
             .await;
+        let stopped: Vec<String> = self
+            .publishing
+            .iter()
+            .filter(|cid| !still_sending.contains(*cid))
+            .cloned()
+            .collect();
+        for cid in stopped {
+            self.publishing.remove(&cid);
+            self.to_room(RoomInput::Unpublish {
+                sid: self.sid.clone(),
+                cid,
+            });
+        }
         Ok(())
     }
 
@@ -553,8 +570,9 @@ impl Session {
             PcEvent::Track(track) => {
                 let room = self.room.clone();
                 let publisher = self.sid.clone();
+                let cid = track.track_id().await;
+                self.publishing.insert(cid.clone());
                 tokio::spawn(async move {
-                    let cid = track.track_id().await;
                     if let Some(forwarder) = forwarder::start(track).await {
                         let _ = room.send(RoomEvent::Media {
                             publisher,

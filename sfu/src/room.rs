@@ -98,6 +98,11 @@ pub enum RoomInput {
         mime_type: String,
         mid: String,
     },
+    /// The publisher stopped sending the track it announced as `cid`.
+    Unpublish {
+        sid: ParticipantSid,
+        cid: String,
+    },
     Mute {
         sid: ParticipantSid,
         track: TrackSid,
@@ -178,6 +183,8 @@ struct Participant {
     auto_subscribe: bool,
     /// Tracks announced with AddTrack whose media has not arrived yet, by cid.
     pending: HashMap<String, lk::TrackInfo>,
+    /// Published tracks by the cid their client knows them by.
+    cids: HashMap<String, TrackSid>,
     subscriptions: HashSet<TrackSid>,
 }
 
@@ -306,6 +313,7 @@ impl Room {
                 mime_type,
                 mid,
             } => self.media_arrived(&sid, &cid, mime_type, mid),
+            RoomInput::Unpublish { sid, cid } => self.unpublish(&sid, &cid),
             RoomInput::Mute { sid, track, muted } => {
                 self.set_muted(&sid, &track, muted).map(|_| ())
             }
@@ -455,6 +463,7 @@ impl Room {
                 grants: request.grants,
                 auto_subscribe: request.auto_subscribe,
                 pending: HashMap::new(),
+                cids: HashMap::new(),
                 subscriptions: HashSet::new(),
             },
         );
@@ -642,6 +651,8 @@ impl Room {
         track.mime_type = mime_type;
         track.mid = mid;
         p.info.tracks.push(track.clone());
+        p.cids
+            .insert(cid.to_owned(), TrackSid::new(track.sid.clone()));
         p.info.is_publisher = true;
         p.info.state = lk::participant_info::State::Active as i32;
         p.info.version += 1;
@@ -664,6 +675,39 @@ impl Room {
             .collect();
         for subscriber in subscribers {
             self.subscribe(&subscriber, sid.clone(), track.clone());
+        }
+        Ok(())
+    }
+
+    fn unpublish(&mut self, sid: &ParticipantSid, cid: &str) -> Result<(), RoomError> {
+        let p = self.get_mut(sid)?;
+        if p.pending.remove(cid).is_some() {
+            return Ok(());
+        }
+        let track = p.cids.remove(cid).ok_or(RoomError::TrackNotFound)?;
+        p.info.tracks.retain(|t| t.sid != track.as_str());
+        p.info.version += 1;
+        let info = p.info.clone();
+        let hidden = p.grants.hidden;
+        for other in self.participants.values_mut() {
+            if other.subscriptions.remove(&track) {
+                self.outputs.push_back(RoomOutput::Unsubscribe {
+                    subscriber: ParticipantSid::new(other.info.sid.clone()),
+                    track: track.clone(),
+                });
+            }
+        }
+        self.outputs.push_back(RoomOutput::TrackGone {
+            track: track.clone(),
+        });
+        self.outputs.push_back(RoomOutput::Signal {
+            to: sid.clone(),
+            message: lk::signal_response::Message::TrackUnpublished(lk::TrackUnpublishedResponse {
+                track_sid: track.to_string(),
+            }),
+        });
+        if !hidden {
+            self.broadcast_update(&info, Some(sid));
         }
         Ok(())
     }

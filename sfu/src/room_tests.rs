@@ -419,3 +419,51 @@ fn delete_room_disconnects_everyone() {
     assert_eq!(out.last(), Some(&RoomOutput::Closed));
     assert!(room.is_closed());
 }
+
+#[test]
+fn an_unpublished_track_is_withdrawn_from_its_subscribers() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    room.handle_input(now, RoomInput::Join(join_req("PA_a", "alice")))
+        .expect("join");
+    room.handle_input(now, RoomInput::Join(join_req("PA_b", "bob")))
+        .expect("join");
+    let track = publish(&mut room, now, "PA_a", "screen", lk::TrackType::Video);
+    drain(&mut room);
+    room.handle_input(
+        now,
+        RoomInput::Unpublish {
+            sid: sid("PA_a"),
+            cid: "screen".to_owned(),
+        },
+    )
+    .expect("unpublish");
+    let out = drain(&mut room);
+    assert!(out.contains(&RoomOutput::Unsubscribe {
+        subscriber: sid("PA_b"),
+        track: track.clone()
+    }));
+    assert!(out.contains(&RoomOutput::TrackGone {
+        track: track.clone()
+    }));
+    assert!(out.iter().any(
+        |o| matches!(o, RoomOutput::Signal { to, message: Msg::TrackUnpublished(u) }
+        if to == &sid("PA_a") && u.track_sid == track.as_str())
+    ));
+    assert!(out.iter().any(
+        |o| matches!(o, RoomOutput::Signal { to, message: Msg::Update(u) }
+        if to == &sid("PA_b") && u.participants[0].tracks.is_empty())
+    ));
+    assert_eq!(room.track(&track), None);
+    // Unpublishing again is an error, not a panic.
+    assert_eq!(
+        room.handle_input(
+            now,
+            RoomInput::Unpublish {
+                sid: sid("PA_a"),
+                cid: "screen".to_owned()
+            }
+        ),
+        Err(RoomError::TrackNotFound)
+    );
+}

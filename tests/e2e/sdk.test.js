@@ -120,3 +120,35 @@ test('bad tokens are refused with 401 before any WebSocket opens', async () => {
   assert.notEqual(msg, 'connected');
   assert.ok(salon.alive(), 'server still up');
 });
+
+test('tracks come and go: unpublish, republish, leave and rejoin', async () => {
+  const uma = await joinWithSdk('uma', 'churn-room');
+  let ugo = await joinWithSdk('ugo', 'churn-room');
+  await waitForMediaFrom(ugo, 'uma');
+  await waitForMediaFrom(uma, 'ugo');
+
+  // Uma stops her camera: Ugo sees the publication go.
+  await uma.evaluate(async () => {
+    const lp = window.salonRoom.localParticipant;
+    await lp.unpublishTrack(lp.getTrackPublication('camera').track);
+  });
+  await ugo.waitForFunction(
+    () => {
+      const p = window.salonRoom.getParticipantByIdentity('uma');
+      return p && !p.getTrackPublication('camera') && p.getTrackPublication('microphone');
+    },
+    null,
+    { timeout: 15000 },
+  );
+
+  // She starts it again: Ugo decodes the new track.
+  await uma.evaluate(() => window.salonRoom.localParticipant.setCameraEnabled(true));
+  await waitForMediaFrom(ugo, 'uma');
+
+  // Ugo leaves and comes back: each decodes the other again.
+  await ugo.evaluate(() => window.salonRoom.disconnect());
+  await uma.waitForFunction(() => !window.salonRoom.getParticipantByIdentity('ugo'), null, { timeout: 15000 });
+  ugo = await joinWithSdk('ugo', 'churn-room');
+  await waitForMediaFrom(ugo, 'uma');
+  await waitForMediaFrom(uma, 'ugo');
+});
