@@ -171,6 +171,8 @@ struct Session {
     down: HashMap<TrackSid, DownEntry>,
     /// Track ids (cids) whose media arrived on the publisher connection.
     publishing: std::collections::HashSet<String>,
+    /// The codec each announced track asked for (AddTrack's first simulcast codec).
+    preferred_codecs: HashMap<String, String>,
     /// Candidates that came before the description they belong to.
     early_candidates: Vec<(lk::SignalTarget, RTCIceCandidateInit)>,
     pc_events: mpsc::UnboundedSender<PcEvent>,
@@ -230,6 +232,7 @@ pub(crate) async fn run(parts: SessionParts) {
         offer_id: 0,
         down: HashMap::new(),
         publishing: std::collections::HashSet::new(),
+        preferred_codecs: HashMap::new(),
         early_candidates: Vec::new(),
         pc_events: pc_tx,
     };
@@ -309,10 +312,19 @@ impl Session {
                     .map_err(|_| SessionError::BadSignal("malformed ICE candidate"))?;
                 self.add_candidate(target, init).await;
             }
-            Req::AddTrack(request) => self.to_room(RoomInput::AddTrack {
-                sid: self.sid.clone(),
-                request,
-            }),
+            Req::AddTrack(request) => {
+                if let Some(codec) = request.simulcast_codecs.first()
+                    && !codec.codec.is_empty()
+                    && self.preferred_codecs.len() < 64
+                {
+                    self.preferred_codecs
+                        .insert(request.cid.clone(), codec.codec.clone());
+                }
+                self.to_room(RoomInput::AddTrack {
+                    sid: self.sid.clone(),
+                    request,
+                });
+            }
             Req::Mute(mute) => self.to_room(RoomInput::Mute {
                 sid: self.sid.clone(),
                 track: TrackSid::new(mute.sid),
@@ -352,6 +364,7 @@ impl Session {
             return Err(SessionError::BadSignal("offer is not of type offer"));
         }
         let still_sending = crate::sdp::sending_track_ids(&offer.sdp);
+        let offer_sdp = offer.sdp.clone();
         let desc = RTCSessionDescription::offer(offer.sdp)
             .map_err(|_| SessionError::BadSignal("malformed offer SDP"))?;
         self.publisher
@@ -366,6 +379,8 @@ impl Session {
             .await
             .map(|d| d.sdp)
             .unwrap_or_default();
+        // Browsers send the answer's first codec: put the one asked for there.
+        let sdp = crate::sdp::prefer_codecs(&sdp, &offer_sdp, &self.preferred_codecs);
         self.send(Resp::Answer(lk::SessionDescription {
             r#type: "answer".to_owned(),
             sdp,

@@ -54,10 +54,10 @@ async function token(identity, room, grant = {}) {
   return at.toJwt();
 }
 
-async function joinWithSdk(identity, room, grant) {
+async function joinWithSdk(identity, room, grant, options = {}) {
   const page = await newPage(browser);
   await page.goto(pages.url + '/sdk.html');
-  await page.evaluate(([url, t]) => window.joinRoom(url, t), [salon.wsUrl, await token(identity, room, grant)]);
+  await page.evaluate(([url, t, o]) => window.joinRoom(url, t, o), [salon.wsUrl, await token(identity, room, grant), options]);
   return page;
 }
 
@@ -151,4 +151,22 @@ test('tracks come and go: unpublish, republish, leave and rejoin', async () => {
   ugo = await joinWithSdk('ugo', 'churn-room');
   await waitForMediaFrom(ugo, 'uma');
   await waitForMediaFrom(uma, 'ugo');
+});
+
+test('H.264 is forwarded when the publisher chooses it', async () => {
+  const h264 = { publishDefaults: { videoCodec: 'h264' } };
+  const hal = await joinWithSdk('hal', 'h264-room', {}, h264);
+  const hub = await joinWithSdk('hub', 'h264-room', {}, h264);
+  await waitForMediaFrom(hub, 'hal');
+  const codec = await hub.evaluate(async () => {
+    const p = window.salonRoom.getParticipantByIdentity('hal');
+    const stats = await p.getTrackPublication('camera').track.receiver.getStats();
+    let mime = '';
+    stats.forEach((s) => {
+      if (s.type === 'codec' && s.mimeType.startsWith('video/')) mime = s.mimeType;
+    });
+    return mime;
+  });
+  assert.equal(codec.toLowerCase(), 'video/h264');
+  await waitForMediaFrom(hal, 'hub');
 });
