@@ -62,6 +62,24 @@ test('two participants in the web app decode each other\'s video and receive aud
   assert.ok(remoteAddrs.length > 0, 'connected candidate pairs');
   for (const a of remoteAddrs) assert.equal(a, '127.0.0.1');
 
+  // Muting the microphone shows on the other side; so does turning the camera off.
+  await alice.page.getByRole('button', { name: 'Couper le micro' }).click();
+  await bob.page.locator(`figure[data-identity="${alice.identity}"] .muted`).waitFor({ timeout: 10000 });
+  await alice.page.getByRole('button', { name: 'Couper la caméra' }).click();
+  await bob.page.locator(`figure[data-identity="${alice.identity}"] .avatar`).waitFor({ timeout: 10000 });
+  await alice.page.getByRole('button', { name: 'Activer la caméra' }).click();
+  await bob.page.locator(`figure[data-identity="${alice.identity}"] video`).waitFor({ timeout: 10000 });
+  // Bob's video of Alice plays, not just decodes: its frames advance.
+  const played = await bob.page.evaluate(async (id) => {
+    const v = document.querySelector(`figure[data-identity="${id}"] video`);
+    const before = v.getVideoPlaybackQuality().totalVideoFrames;
+    await new Promise((r) => setTimeout(r, 2000));
+    return v.getVideoPlaybackQuality().totalVideoFrames - before;
+  }, alice.identity);
+  assert.ok(played > 10, `video element advanced ${played} frames`);
+  await bob.page.setViewportSize({ width: 390, height: 844 });
+  await bob.page.screenshot({ path: path.join(artifactsDir(), 'webapp-meeting-phone.png') });
+
   // Leaving shows the join form again, and the other side sees them go.
   await alice.page.getByRole('button', { name: 'Quitter' }).click();
   await alice.page.getByRole('button', { name: 'Rejoindre' }).waitFor();

@@ -21,6 +21,8 @@ const messages = {
     language: 'English',
     languageLabel: 'Switch to English',
     participants: 'Participants',
+    controls: 'Commandes de la réunion',
+    noDevices: 'Caméra ou micro indisponible : ',
   },
   en: {
     title: 'Salon',
@@ -41,6 +43,8 @@ const messages = {
     language: 'Français',
     languageLabel: 'Passer en français',
     participants: 'Participants',
+    controls: 'Meeting controls',
+    noDevices: 'Camera or microphone unavailable: ',
   },
 } as const;
 

@@ -31,6 +31,7 @@ function setLang(next: Lang) {
   lang = next;
   localStorage.setItem('salon.lang', next);
   document.documentElement.lang = next;
+  meeting = undefined;
   if (room) renderMeeting(room);
   else renderJoin();
 }
@@ -73,6 +74,7 @@ function renderJoin(error?: string) {
     submit,
   );
   if (error) form.append(el('p', { className: 'error', role: 'alert', textContent: tr('error') + error }));
+  notice = '';
   form.onsubmit = async (ev) => {
     ev.preventDefault();
     submit.disabled = true;
@@ -82,6 +84,7 @@ function renderJoin(error?: string) {
       await join(name.value.trim(), roomInput.value.trim());
     } catch (e) {
       room = undefined;
+      meeting = undefined;
       renderJoin(e instanceof Error ? e.message : String(e));
     }
   };
@@ -105,6 +108,7 @@ async function join(name: string, roomName: string) {
   for (const ev of [
     RoomEvent.ParticipantConnected,
     RoomEvent.ParticipantDisconnected,
+    RoomEvent.ParticipantNameChanged,
     RoomEvent.TrackSubscribed,
     RoomEvent.TrackUnsubscribed,
     RoomEvent.TrackMuted,
@@ -113,58 +117,130 @@ async function join(name: string, roomName: string) {
     RoomEvent.LocalTrackUnpublished,
     RoomEvent.ActiveSpeakersChanged,
   ]) {
-    r.on(ev, () => renderMeeting(r));
+    r.on(ev, () => {
+      if (room === r) renderMeeting(r);
+    });
   }
   r.on(RoomEvent.Disconnected, () => {
-    room = undefined;
-    renderJoin();
+    if (room === r) {
+      room = undefined;
+      meeting = undefined;
+      renderJoin();
+    }
   });
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`;
   await r.connect(url, token);
   room = r;
   history.replaceState(null, '', `?room=${encodeURIComponent(roomName)}`);
   renderMeeting(r);
-  await r.localParticipant.enableCameraAndMicrophone();
+  try {
+    await r.localParticipant.enableCameraAndMicrophone();
+  } catch (e) {
+    // Still in the meeting, without camera or microphone.
+    notice = tr('noDevices') + (e instanceof Error ? e.message : String(e));
+  }
   renderMeeting(r);
 }
 
-function tile(p: Participant, isLocal: boolean) {
+/** The meeting view, kept between renders so that video elements keep playing. */
+interface MeetingView {
+  root: HTMLElement;
+  grid: HTMLElement;
+  hint: HTMLElement;
+  notice: HTMLElement;
+  controls: HTMLElement;
+  tiles: Map<string, HTMLElement>;
+}
+
+let meeting: MeetingView | undefined;
+let notice = '';
+
+function buildMeeting(r: Room): MeetingView {
+  const grid = el('section', { className: 'grid', ariaLabel: tr('participants') });
+  const hint = el('p', { className: 'hint', textContent: tr('alone') });
+  const noticeEl = el('p', { className: 'error', role: 'status' });
+  const controls = el('nav', { className: 'controls', ariaLabel: tr('controls') });
+  const main = el('main', { className: 'meeting' }, noticeEl, grid, hint);
+  const root = el('div', { className: 'meeting-root' });
+  root.append(el('header', {}, el('h1', { textContent: `${tr('title')} — ${r.name}` }), langButton()), main, controls);
+  app.replaceChildren(root);
+  return { root, grid, hint, notice: noticeEl, controls, tiles: new Map() };
+}
+
+/** The element showing `track`, created once and reused while the track lives. */
+function mediaElement(tile: HTMLElement, track: Track, kind: 'video' | 'audio'): HTMLMediaElement {
+  const existing = tile.querySelector<HTMLMediaElement>(`${kind}[data-track="${track.sid}"]`);
+  if (existing) return existing;
+  tile.querySelectorAll(kind).forEach((old) => old.remove());
+  const media = track.attach();
+  media.dataset.track = track.sid ?? '';
+  if (media instanceof HTMLVideoElement) {
+    media.muted = true;
+    media.playsInline = true;
+  }
+  return media;
+}
+
+function updateTile(tile: HTMLElement, p: Participant, isLocal: boolean) {
   const video = p.getTrackPublication(Track.Source.Camera) as TrackPublication | undefined;
   const audio = p.getTrackPublication(Track.Source.Microphone) as TrackPublication | undefined;
   const label = (p.name || p.identity) + (isLocal ? ` (${tr('you')})` : '');
-  const figure = el('figure', {
-    className: 'tile' + (p.isSpeaking ? ' speaking' : ''),
-  });
-  figure.dataset.identity = p.identity;
+  tile.classList.toggle('speaking', p.isSpeaking);
+  const children: Node[] = [];
   if (video?.track && !video.isMuted) {
-    const v = video.track.attach() as HTMLVideoElement;
-    v.muted = true;
-    v.playsInline = true;
-    figure.append(v);
+    children.push(mediaElement(tile, video.track, 'video'));
   } else {
-    figure.append(el('div', { className: 'avatar', ariaHidden: 'true', textContent: label.slice(0, 1).toUpperCase() }));
+    children.push(el('div', { className: 'avatar', ariaHidden: 'true', textContent: label.slice(0, 1).toUpperCase() }));
   }
   if (!isLocal && audio?.track) {
-    figure.append(audio.track.attach());
+    children.push(mediaElement(tile, audio.track, 'audio'));
   }
   const muted = !audio || audio.isMuted;
-  figure.append(
+  children.push(
     el('figcaption', {}, label, muted ? el('span', { className: 'muted', textContent: ` — ${tr('muted')}` }) : ''),
   );
-  return figure;
+  // Only what changed is replaced: removing a playing element pauses it, so
+  // media elements stay where they are when they can.
+  for (const c of Array.from(tile.childNodes)) if (!children.includes(c)) c.remove();
+  children.forEach((c, i) => {
+    if (tile.childNodes[i] !== c) tile.insertBefore(c, tile.childNodes[i] ?? null);
+  });
 }
 
 function renderMeeting(r: Room) {
+  if (!meeting || !meeting.root.isConnected) meeting = buildMeeting(r);
+  const view = meeting;
   const local = r.localParticipant;
-  const remotes: RemoteParticipant[] = Array.from(r.remoteParticipants.values());
-  const grid = el('section', { className: 'grid', ariaLabel: tr('participants') });
-  grid.style.setProperty('--cols', String(Math.ceil(Math.sqrt(remotes.length + 1))));
-  grid.append(tile(local, true), ...remotes.map((p) => tile(p, false)));
+  const people: [Participant, boolean][] = [
+    [local, true],
+    ...Array.from(r.remoteParticipants.values()).map((p): [Participant, boolean] => [p, false]),
+  ];
+  const seen = new Set<string>();
+  for (const [p, isLocal] of people) {
+    seen.add(p.identity);
+    let tile = view.tiles.get(p.identity);
+    if (!tile) {
+      tile = el('figure', { className: 'tile' });
+      tile.dataset.identity = p.identity;
+      view.tiles.set(p.identity, tile);
+      view.grid.append(tile);
+    }
+    updateTile(tile, p, isLocal);
+  }
+  for (const [identity, tile] of view.tiles) {
+    if (!seen.has(identity)) {
+      tile.remove();
+      view.tiles.delete(identity);
+    }
+  }
+  view.grid.style.setProperty('--cols', String(Math.ceil(Math.sqrt(people.length))));
+  view.hint.hidden = people.length > 1;
+  view.notice.textContent = notice;
+  view.notice.hidden = !notice;
+
   const micOn = local.isMicrophoneEnabled;
   const camOn = local.isCameraEnabled;
-  const controls = el(
-    'nav',
-    { className: 'controls' },
+  view.controls.replaceChildren(
     el('button', {
       type: 'button',
       id: 'mic',
@@ -193,9 +269,6 @@ function renderMeeting(r: Room) {
       onclick: () => r.disconnect(),
     }),
   );
-  const main = el('main', { className: 'meeting' }, grid);
-  if (remotes.length === 0) main.append(el('p', { className: 'hint', textContent: tr('alone') }));
-  app.replaceChildren(el('header', {}, el('h1', { textContent: `${tr('title')} — ${r.name}` }), langButton()), main, controls);
 }
 
 document.documentElement.lang = lang;
