@@ -24,6 +24,11 @@ fn join_req(sid: &str, identity: &str) -> JoinRequest {
     }
 }
 
+fn join(room: &mut Room, now: Instant, sid: &str, identity: &str) {
+    room.handle_input(now, RoomInput::Join(join_req(sid, identity)))
+        .expect("join");
+}
+
 fn drain(room: &mut Room) -> Vec<RoomOutput> {
     std::iter::from_fn(|| room.poll_output()).collect()
 }
@@ -83,8 +88,7 @@ fn publish(room: &mut Room, now: Instant, who: &str, cid: &str, kind: lk::TrackT
 fn the_first_joiner_gets_a_join_response_describing_the_room() {
     let now = Instant::now();
     let mut room = new_room(now);
-    room.handle_input(now, RoomInput::Join(join_req("PA_a", "alice")))
-        .expect("join");
+    join(&mut room, now, "PA_a", "alice");
     let out = drain(&mut room);
     let Some(RoomOutput::Signal {
         to,
@@ -107,10 +111,8 @@ fn the_first_joiner_gets_a_join_response_describing_the_room() {
 fn a_published_track_is_announced_then_subscribed_by_others() {
     let now = Instant::now();
     let mut room = new_room(now);
-    room.handle_input(now, RoomInput::Join(join_req("PA_a", "alice")))
-        .expect("join");
-    room.handle_input(now, RoomInput::Join(join_req("PA_b", "bob")))
-        .expect("join");
+    join(&mut room, now, "PA_a", "alice");
+    join(&mut room, now, "PA_b", "bob");
     let out = drain(&mut room);
     // Alice hears of Bob.
     assert!(out.iter().any(
@@ -180,13 +182,11 @@ fn a_published_track_is_announced_then_subscribed_by_others() {
 fn a_late_joiner_subscribes_to_what_is_already_published() {
     let now = Instant::now();
     let mut room = new_room(now);
-    room.handle_input(now, RoomInput::Join(join_req("PA_a", "alice")))
-        .expect("join");
+    join(&mut room, now, "PA_a", "alice");
     drain(&mut room);
     let track = publish(&mut room, now, "PA_a", "cam", lk::TrackType::Video);
     drain(&mut room);
-    room.handle_input(now, RoomInput::Join(join_req("PA_c", "carol")))
-        .expect("join");
+    join(&mut room, now, "PA_c", "carol");
     let out = drain(&mut room);
     assert!(out.iter().any(
         |o| matches!(o, RoomOutput::Subscribe { subscriber, track: t, .. }
@@ -220,8 +220,7 @@ fn a_participant_without_publish_grant_cannot_add_tracks() {
 fn media_for_a_track_never_announced_is_refused() {
     let now = Instant::now();
     let mut room = new_room(now);
-    room.handle_input(now, RoomInput::Join(join_req("PA_a", "alice")))
-        .expect("join");
+    join(&mut room, now, "PA_a", "alice");
     drain(&mut room);
     let err = room.handle_input(
         now,
@@ -239,10 +238,8 @@ fn media_for_a_track_never_announced_is_refused() {
 fn leaving_unsubscribes_others_and_tells_them() {
     let now = Instant::now();
     let mut room = new_room(now);
-    room.handle_input(now, RoomInput::Join(join_req("PA_a", "alice")))
-        .expect("join");
-    room.handle_input(now, RoomInput::Join(join_req("PA_b", "bob")))
-        .expect("join");
+    join(&mut room, now, "PA_a", "alice");
+    join(&mut room, now, "PA_b", "bob");
     let track = publish(&mut room, now, "PA_a", "cam", lk::TrackType::Video);
     drain(&mut room);
     room.handle_input(now, RoomInput::Leave { sid: sid("PA_a") })
@@ -292,11 +289,9 @@ fn an_empty_room_closes_after_its_empty_timeout() {
 fn a_second_session_with_the_same_identity_replaces_the_first() {
     let now = Instant::now();
     let mut room = new_room(now);
-    room.handle_input(now, RoomInput::Join(join_req("PA_1", "alice")))
-        .expect("join");
+    join(&mut room, now, "PA_1", "alice");
     drain(&mut room);
-    room.handle_input(now, RoomInput::Join(join_req("PA_2", "alice")))
-        .expect("join");
+    join(&mut room, now, "PA_2", "alice");
     let out = drain(&mut room);
     assert!(out.contains(&RoomOutput::Disconnect {
         sid: sid("PA_1"),
@@ -315,8 +310,7 @@ fn a_full_room_refuses_more_participants() {
         ..RoomConfig::default()
     };
     let mut room = Room::new(RoomName::new("r"), config, 0, now);
-    room.handle_input(now, RoomInput::Join(join_req("PA_a", "alice")))
-        .expect("join");
+    join(&mut room, now, "PA_a", "alice");
     assert_eq!(
         room.handle_input(now, RoomInput::Join(join_req("PA_b", "bob"))),
         Err(RoomError::RoomFull)
@@ -327,10 +321,8 @@ fn a_full_room_refuses_more_participants() {
 fn admin_mute_tells_the_publisher_and_everyone_else() {
     let now = Instant::now();
     let mut room = new_room(now);
-    room.handle_input(now, RoomInput::Join(join_req("PA_a", "alice")))
-        .expect("join");
-    room.handle_input(now, RoomInput::Join(join_req("PA_b", "bob")))
-        .expect("join");
+    join(&mut room, now, "PA_a", "alice");
+    join(&mut room, now, "PA_b", "bob");
     let track = publish(&mut room, now, "PA_a", "mic", lk::TrackType::Audio);
     drain(&mut room);
     room.handle_input(
@@ -358,8 +350,7 @@ fn admin_mute_tells_the_publisher_and_everyone_else() {
 fn metadata_updates_need_the_grant_and_respect_limits() {
     let now = Instant::now();
     let mut room = new_room(now);
-    room.handle_input(now, RoomInput::Join(join_req("PA_a", "alice")))
-        .expect("join");
+    join(&mut room, now, "PA_a", "alice");
     drain(&mut room);
     let update = |metadata: String| RoomInput::UpdateMetadata {
         sid: sid("PA_a"),
@@ -389,8 +380,7 @@ fn metadata_updates_need_the_grant_and_respect_limits() {
 fn hidden_participants_are_not_announced() {
     let now = Instant::now();
     let mut room = new_room(now);
-    room.handle_input(now, RoomInput::Join(join_req("PA_a", "alice")))
-        .expect("join");
+    join(&mut room, now, "PA_a", "alice");
     drain(&mut room);
     let mut rec = join_req("PA_r", "recorder");
     rec.grants.hidden = true;
@@ -407,8 +397,7 @@ fn hidden_participants_are_not_announced() {
 fn delete_room_disconnects_everyone() {
     let now = Instant::now();
     let mut room = new_room(now);
-    room.handle_input(now, RoomInput::Join(join_req("PA_a", "alice")))
-        .expect("join");
+    join(&mut room, now, "PA_a", "alice");
     drain(&mut room);
     room.handle_input(now, RoomInput::Close).expect("close");
     let out = drain(&mut room);
@@ -424,10 +413,8 @@ fn delete_room_disconnects_everyone() {
 fn an_unpublished_track_is_withdrawn_from_its_subscribers() {
     let now = Instant::now();
     let mut room = new_room(now);
-    room.handle_input(now, RoomInput::Join(join_req("PA_a", "alice")))
-        .expect("join");
-    room.handle_input(now, RoomInput::Join(join_req("PA_b", "bob")))
-        .expect("join");
+    join(&mut room, now, "PA_a", "alice");
+    join(&mut room, now, "PA_b", "bob");
     let track = publish(&mut room, now, "PA_a", "screen", lk::TrackType::Video);
     drain(&mut room);
     room.handle_input(
