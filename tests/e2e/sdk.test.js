@@ -95,12 +95,12 @@ test('a token without canPublish can watch but not publish', async () => {
 });
 
 test('bad tokens are refused with 401 before any WebSocket opens', async () => {
-  const wrongRoom = await token('eve', 'room-a');
-  const res = await fetch(`${salon.httpUrl}/rtc/validate?access_token=${wrongRoom}`);
+  const good = await token('eve', 'room-a');
+  const res = await fetch(`${salon.httpUrl}/rtc/validate?access_token=${good}`);
   assert.equal(res.status, 200, 'a good token validates');
   const forged = new AccessToken(salon.apiKey, 'not-the-secret', { identity: 'eve' });
   forged.addGrant({ roomJoin: true, room: 'room-a' });
-  assert.equal(await upgradeStatus(`${salon.httpUrl}/rtc?access_token=${wrongRoom}`), 101, 'a good token upgrades');
+  assert.equal(await upgradeStatus(`${salon.httpUrl}/rtc?access_token=${good}`), 101, 'a good token upgrades');
   for (const bad of [await forged.toJwt(), 'garbage', '']) {
     const r = await fetch(`${salon.httpUrl}/rtc/validate?access_token=${encodeURIComponent(bad)}`);
     assert.equal(r.status, 401);

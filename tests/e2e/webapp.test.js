@@ -43,24 +43,30 @@ test('two participants in the web app decode each other\'s video and receive aud
   assert.equal(await alice.page.getAttribute('html', 'lang'), 'fr');
   await alice.page.screenshot({ path: path.join(artifactsDir(), 'webapp-meeting.png') });
 
-  // The media went through Salon: each browser's connected candidate pair is
-  // with the server's loopback address, never with the other browser.
-  const remoteAddrs = await alice.page.evaluate(async () => {
-    const pcs = [window.salonRoom.engine.pcManager.publisher, window.salonRoom.engine.pcManager.subscriber];
-    const addrs = [];
-    for (const t of pcs) {
-      const stats = await t.getStats();
-      stats.forEach((s) => {
-        if (s.type === 'candidate-pair' && s.state === 'succeeded' && s.nominated) {
-          const remote = stats.get(s.remoteCandidateId);
-          if (remote) addrs.push(remote.address ?? remote.ip);
-        }
-      });
+  // The media went through Salon: every connected candidate pair of each
+  // browser ends at a UDP port that the salon process holds.
+  const salonPorts = salon.udpPorts();
+  for (const who of [alice, bob]) {
+    const remotes = await who.page.evaluate(async () => {
+      const m = window.salonRoom.engine.pcManager;
+      const out = [];
+      for (const t of [m.publisher, m.subscriber]) {
+        const stats = await t.getStats();
+        stats.forEach((s) => {
+          if (s.type === 'candidate-pair' && s.state === 'succeeded' && s.nominated) {
+            const remote = stats.get(s.remoteCandidateId);
+            if (remote) out.push({ address: remote.address ?? remote.ip, port: remote.port });
+          }
+        });
+      }
+      return out;
+    });
+    assert.ok(remotes.length >= 2, `connected pairs: ${JSON.stringify(remotes)}`);
+    for (const r of remotes) {
+      assert.equal(r.address, '127.0.0.1');
+      assert.ok(salonPorts.has(r.port), `port ${r.port} belongs to salon (${[...salonPorts]})`);
     }
-    return addrs;
-  });
-  assert.ok(remoteAddrs.length > 0, 'connected candidate pairs');
-  for (const a of remoteAddrs) assert.equal(a, '127.0.0.1');
+  }
 
   // Muting the microphone shows on the other side; so does turning the camera off.
   await alice.page.getByRole('button', { name: 'Couper le micro' }).click();

@@ -1,5 +1,6 @@
 // Starts a real `salon dev` on a free loopback port and stops it afterwards.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -44,6 +45,27 @@ export async function startSalon(extraArgs = []) {
     apiSecret: 'secret',
     log: () => log,
     alive: () => proc.exitCode === null,
+    /// Local UDP ports of sockets the salon process holds open.
+    udpPorts() {
+      const inodes = new Set();
+      for (const fd of fs.readdirSync(`/proc/${proc.pid}/fd`)) {
+        try {
+          const m = fs.readlinkSync(`/proc/${proc.pid}/fd/${fd}`).match(/^socket:\[(\d+)\]$/);
+          if (m) inodes.add(m[1]);
+        } catch {
+          // closed meanwhile
+        }
+      }
+      const ports = new Set();
+      for (const table of ['/proc/net/udp', '/proc/net/udp6']) {
+        if (!fs.existsSync(table)) continue;
+        for (const line of fs.readFileSync(table, 'utf8').split('\n').slice(1)) {
+          const cols = line.trim().split(/\s+/);
+          if (cols.length > 9 && inodes.has(cols[9])) ports.add(parseInt(cols[1].split(':')[1], 16));
+        }
+      }
+      return ports;
+    },
     async stop() {
       if (proc.exitCode !== null) return;
       const exited = new Promise((r) => proc.on('exit', r));
