@@ -175,7 +175,6 @@ struct Session {
     preferred_codecs: HashMap<String, String>,
     /// Candidates that came before the description they belong to.
     early_candidates: Vec<(lk::SignalTarget, RTCIceCandidateInit)>,
-    pc_events: mpsc::UnboundedSender<PcEvent>,
 }
 
 /// Runs one participant's session until the client leaves, the room
@@ -234,8 +233,9 @@ pub(crate) async fn run(parts: SessionParts) {
         publishing: std::collections::HashSet::new(),
         preferred_codecs: HashMap::new(),
         early_candidates: Vec::new(),
-        pc_events: pc_tx,
     };
+    // The handlers hold the senders of peer connection events from here on.
+    drop(pc_tx);
     let outcome: Result<(), SessionError> = async {
         loop {
             tokio::select! {
@@ -605,8 +605,6 @@ impl Session {
                 }
             }
         }
-        // Keep the sender half alive for the handlers' lifetime.
-        let _ = &self.pc_events;
         Ok(())
     }
 }
