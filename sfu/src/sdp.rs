@@ -3,37 +3,50 @@
 
 use std::collections::{HashMap, HashSet};
 
-/// Ids (the second part of `a=msid`) of the tracks a publisher's offer still
-/// sends. livekit-client unpublishes a track by removing it from its
-/// connection and renegotiating, so a track missing here has been unpublished.
+/// The media sections of an SDP split into `lines`: for each, the index of
+/// its `m=` line and its lines, that one first.
+fn media_sections<'a>(lines: &'a [&'a str]) -> impl Iterator<Item = (usize, &'a [&'a str])> {
+    let starts: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("m="))
+        .collect();
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .copied()
+        .chain([lines.len()])
+        .collect();
+    starts
+        .into_iter()
+        .zip(ends)
+        .map(move |(start, end)| (start, &lines[start..end]))
+}
+
+/// The value of the first `prefix` attribute of a section, e.g. `a=mid:`.
+fn attribute<'a>(section: &[&'a str], prefix: &str) -> Option<&'a str> {
+    section.iter().find_map(|l| l.strip_prefix(prefix))
+}
+
+/// The track id of a section: the second part of `a=msid`.
+fn msid_track<'a>(section: &[&'a str]) -> Option<&'a str> {
+    attribute(section, "a=msid:").and_then(|m| m.split_whitespace().nth(1))
+}
+
+/// Ids of the tracks a publisher's offer still sends. livekit-client
+/// unpublishes a track by removing it from its connection and renegotiating,
+/// so a track missing here has been unpublished.
 pub fn sending_track_ids(sdp: &str) -> HashSet<String> {
-    let mut sending = HashSet::new();
-    let mut section: Option<(Option<String>, bool)> = None;
-    let mut finish = |section: &mut Option<(Option<String>, bool)>| {
-        if let Some((Some(id), true)) = section.take() {
-            sending.insert(id);
-        }
-    };
-    for line in sdp.lines() {
-        let line = line.trim_end();
-        if line.starts_with("m=") {
-            finish(&mut section);
+    let lines: Vec<&str> = sdp.lines().map(str::trim_end).collect();
+    media_sections(&lines)
+        .filter(|(_, section)| {
             // A port of 0 rejects the section outright.
-            let rejected = line.split_whitespace().nth(1) == Some("0");
-            section = Some((None, !rejected));
-            continue;
-        }
-        let Some((id, sends)) = section.as_mut() else {
-            continue;
-        };
-        if let Some(msid) = line.strip_prefix("a=msid:") {
-            *id = msid.split_whitespace().nth(1).map(str::to_owned);
-        } else if line == "a=recvonly" || line == "a=inactive" {
-            *sends = false;
-        }
-    }
-    finish(&mut section);
-    sending
+            let rejected = section[0].split_whitespace().nth(1) == Some("0");
+            let receives_only = section
+                .iter()
+                .any(|l| *l == "a=recvonly" || *l == "a=inactive");
+            !rejected && !receives_only
+        })
+        .filter_map(|(_, section)| msid_track(section).map(str::to_owned))
+        .collect()
 }
 
 /// Reorders the formats of each media section of an answer so that the codec
@@ -46,48 +59,25 @@ pub fn prefer_codecs(answer: &str, offer: &str, preferred: &HashMap<String, Stri
     if preferred.is_empty() {
         return answer.to_owned();
     }
-    let by_mid: HashMap<String, String> = mids_to_tracks(offer)
-        .into_iter()
-        .filter_map(|(mid, cid)| preferred.get(&cid).map(|codec| (mid, codec.clone())))
+    let offer_lines: Vec<&str> = offer.lines().map(str::trim_end).collect();
+    let by_mid: HashMap<&str, &str> = media_sections(&offer_lines)
+        .filter_map(|(_, section)| {
+            let mid = attribute(section, "a=mid:")?.trim();
+            let codec = preferred.get(msid_track(section)?)?;
+            Some((mid, codec.as_str()))
+        })
         .collect();
-    let sdp = answer;
-    let lines: Vec<&str> = sdp.split("\r\n").collect();
+    // Split on CRLF exactly, so that the answer is rebuilt byte for byte.
+    let lines: Vec<&str> = answer.split("\r\n").collect();
     let mut out: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
-    let mut start = None;
-    for i in 0..=lines.len() {
-        let at_boundary = i == lines.len() || lines[i].starts_with("m=");
-        if at_boundary {
-            if let Some(s) = start {
-                reorder_section(&lines[s..i], &mut out[s], &by_mid);
-            }
-            start = (i < lines.len()).then_some(i);
-        }
+    for (start, section) in media_sections(&lines) {
+        reorder_section(section, &mut out[start], &by_mid);
     }
     out.join("\r\n")
 }
 
-/// `a=mid` → the track id of `a=msid`, per media section.
-fn mids_to_tracks(sdp: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let (mut mid, mut track): (Option<&str>, Option<&str>) = (None, None);
-    for line in sdp.lines().map(str::trim_end).chain(std::iter::once("m=")) {
-        if line.starts_with("m=") {
-            if let (Some(m), Some(t)) = (mid.take(), track.take()) {
-                out.insert(m.to_owned(), t.to_owned());
-            }
-            continue;
-        }
-        if let Some(m) = line.strip_prefix("a=mid:") {
-            mid = Some(m.trim());
-        } else if let Some(m) = line.strip_prefix("a=msid:") {
-            track = m.split_whitespace().nth(1);
-        }
-    }
-    out
-}
-
-fn reorder_section(section: &[&str], m_line: &mut String, by_mid: &HashMap<String, String>) {
-    let mid = section.iter().find_map(|l| l.strip_prefix("a=mid:"));
+fn reorder_section(section: &[&str], m_line: &mut String, by_mid: &HashMap<&str, &str>) {
+    let mid = attribute(section, "a=mid:");
     let Some(codec) = mid.and_then(|m| by_mid.get(m.trim())) else {
         return;
     };
