@@ -2,7 +2,7 @@
 //! publisher's connection, lets the `LayerRewriter` choose and renumber, and
 //! writes each forwarded packet to every subscriber's down track.
 
-use crate::rewriter::{LayerRewriter, Verdict, is_keyframe};
+use crate::rewriter::{KeyframeCodec, LayerRewriter, Verdict};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use salon_common::ParticipantSid;
@@ -72,7 +72,14 @@ pub(crate) async fn start(track: Arc<dyn TrackRemote>) -> Option<ForwarderHandle
         kind,
     };
     tracing::debug!(ssrc, mime = %codec.mime_type, "forwarding a new track");
-    tokio::spawn(run(track, rx, rids, codec, kind));
+    let is_video = kind == RtpCodecKind::Video;
+    // Audio and codecs we cannot parse switch nowhere: every packet may start.
+    let keyframe_codec = if is_video {
+        KeyframeCodec::from_mime(&codec.mime_type)
+    } else {
+        None
+    };
+    tokio::spawn(run(track, rx, rids, keyframe_codec, is_video));
     Some(handle)
 }
 
@@ -80,14 +87,12 @@ async fn run(
     track: Arc<dyn TrackRemote>,
     mut commands: mpsc::UnboundedReceiver<ForwarderCommand>,
     mut rids: HashMap<u32, String>,
-    codec: RTCRtpCodec,
-    kind: RtpCodecKind,
+    keyframe_codec: Option<KeyframeCodec>,
+    is_video: bool,
 ) {
     let mut rewriter = LayerRewriter::new();
     let mut down: Vec<DownTrack> = Vec::new();
     let mut last_pli: Option<Instant> = None;
-    let mut current_ssrc: Option<u32> = None;
-    let is_video = kind == RtpCodecKind::Video;
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -96,7 +101,7 @@ async fn run(
                     down.retain(|x| x.subscriber != d.subscriber);
                     down.push(d);
                     if is_video {
-                        request_keyframe(&track, current_ssrc, &mut last_pli, true).await;
+                        request_keyframe(&track, rewriter.current_ssrc(), &mut last_pli, true).await;
                     }
                 }
                 Some(ForwarderCommand::Remove(subscriber)) => {
@@ -104,7 +109,7 @@ async fn run(
                 }
                 Some(ForwarderCommand::RequestKeyframe) => {
                     tracing::trace!("a subscriber asked for a keyframe");
-                    request_keyframe(&track, current_ssrc, &mut last_pli, false).await;
+                    request_keyframe(&track, rewriter.current_ssrc(), &mut last_pli, false).await;
                 }
             },
             event = track.poll() => match event {
@@ -115,10 +120,8 @@ async fn run(
                 Some(TrackRemoteEvent::OnRtpPacket(mut packet)) => {
                     let ssrc = packet.header.ssrc;
                     let rid = rids.get(&ssrc).map(String::as_str).unwrap_or("");
-                    // Audio and codecs we cannot parse switch nowhere: every packet may start.
-                    let keyframe = !is_video
-                        || !matches!(codec.mime_type.to_ascii_lowercase().as_str(), "video/vp8" | "video/h264")
-                        || is_keyframe(&codec.mime_type, &packet.payload);
+                    let keyframe =
+                        keyframe_codec.is_none_or(|c| c.is_keyframe(&packet.payload));
                     let verdict = rewriter.process(
                         Instant::now(),
                         ssrc,
@@ -133,7 +136,6 @@ async fn run(
                     let Verdict::Forward { sequence, timestamp } = verdict else {
                         continue;
                     };
-                    current_ssrc = Some(ssrc);
                     packet.header.sequence_number = sequence;
                     packet.header.timestamp = timestamp;
                     // Extension ids are negotiated per connection; the publisher's

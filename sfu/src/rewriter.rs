@@ -19,14 +19,33 @@ fn rid_rank(rid: &str) -> u8 {
     }
 }
 
-/// Whether an RTP payload starts a keyframe, for the codecs a subscriber can
-/// switch layers on. Unknown codecs report `false`, so no switch happens on them.
-pub fn is_keyframe(mime_type: &str, payload: &[u8]) -> bool {
-    let mime = mime_type.to_ascii_lowercase();
-    match mime.as_str() {
-        "video/vp8" => vp8_keyframe(payload),
-        "video/h264" => h264_keyframe(payload),
-        _ => false,
+/// A video codec whose keyframes the SFU can recognise, and so switch
+/// layers on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyframeCodec {
+    Vp8,
+    H264,
+}
+
+impl KeyframeCodec {
+    /// The codec of a MIME type such as `video/VP8`; `None` for codecs whose
+    /// keyframes are not parsed (audio, VP9, AV1).
+    pub fn from_mime(mime_type: &str) -> Option<Self> {
+        if mime_type.eq_ignore_ascii_case("video/vp8") {
+            Some(Self::Vp8)
+        } else if mime_type.eq_ignore_ascii_case("video/h264") {
+            Some(Self::H264)
+        } else {
+            None
+        }
+    }
+
+    /// Whether an RTP payload of this codec starts a keyframe.
+    pub fn is_keyframe(self, payload: &[u8]) -> bool {
+        match self {
+            Self::Vp8 => vp8_keyframe(payload),
+            Self::H264 => h264_keyframe(payload),
+        }
     }
 }
 
@@ -136,6 +155,11 @@ impl LayerRewriter {
     /// caller asks the publisher for it (PLI).
     pub fn wanted_keyframe(&self) -> Option<u32> {
         self.target
+    }
+
+    /// The SSRC of the layer being forwarded, if any.
+    pub fn current_ssrc(&self) -> Option<u32> {
+        self.current.map(|c| c.ssrc)
     }
 
     /// Handles a packet of layer `rid` and SSRC `ssrc`.

@@ -6,27 +6,41 @@ const VP8_DELTA: &[u8] = &[0x10, 0x01];
 
 #[test]
 fn vp8_keyframes_are_recognised_with_and_without_extensions() {
-    assert!(is_keyframe("video/VP8", VP8_KEY));
-    assert!(!is_keyframe("video/VP8", VP8_DELTA));
+    assert!(KeyframeCodec::Vp8.is_keyframe(VP8_KEY));
+    assert!(!KeyframeCodec::Vp8.is_keyframe(VP8_DELTA));
     // X=1, I=1 with a 15-bit picture id, then the VP8 header with P=0.
-    assert!(is_keyframe("video/vp8", &[0x90, 0x80, 0x81, 0x23, 0x00]));
+    assert!(KeyframeCodec::Vp8.is_keyframe(&[0x90, 0x80, 0x81, 0x23, 0x00]));
     // Not the start of a partition.
-    assert!(!is_keyframe("video/VP8", &[0x00, 0x00]));
-    assert!(!is_keyframe("video/VP8", &[]));
-    assert!(!is_keyframe("video/VP8", &[0x90]));
+    assert!(!KeyframeCodec::Vp8.is_keyframe(&[0x00, 0x00]));
+    assert!(!KeyframeCodec::Vp8.is_keyframe(&[]));
+    assert!(!KeyframeCodec::Vp8.is_keyframe(&[0x90]));
+}
+
+#[test]
+fn only_vp8_and_h264_keyframes_are_parsed() {
+    assert_eq!(
+        KeyframeCodec::from_mime("video/vp8"),
+        Some(KeyframeCodec::Vp8)
+    );
+    assert_eq!(
+        KeyframeCodec::from_mime("video/H264"),
+        Some(KeyframeCodec::H264)
+    );
+    assert_eq!(KeyframeCodec::from_mime("video/VP9"), None);
+    assert_eq!(KeyframeCodec::from_mime("audio/opus"), None);
 }
 
 #[test]
 fn h264_keyframes_are_recognised_in_each_packetization() {
-    assert!(is_keyframe("video/H264", &[0x65, 0x00]));
-    assert!(!is_keyframe("video/H264", &[0x41, 0x00]));
+    assert!(KeyframeCodec::H264.is_keyframe(&[0x65, 0x00]));
+    assert!(!KeyframeCodec::H264.is_keyframe(&[0x41, 0x00]));
     // STAP-A carrying SPS.
-    assert!(is_keyframe("video/H264", &[0x18, 0x00, 0x02, 0x67, 0x42]));
+    assert!(KeyframeCodec::H264.is_keyframe(&[0x18, 0x00, 0x02, 0x67, 0x42]));
     // FU-A start of an IDR.
-    assert!(is_keyframe("video/H264", &[0x7c, 0x85, 0x00]));
-    assert!(!is_keyframe("video/H264", &[0x7c, 0x05, 0x00]));
+    assert!(KeyframeCodec::H264.is_keyframe(&[0x7c, 0x85, 0x00]));
+    assert!(!KeyframeCodec::H264.is_keyframe(&[0x7c, 0x05, 0x00]));
     // Truncated STAP-A does not panic.
-    assert!(!is_keyframe("video/H264", &[0x18, 0xff]));
+    assert!(!KeyframeCodec::H264.is_keyframe(&[0x18, 0xff]));
 }
 
 /// Feeds packets and returns the forwarded (seq, ts) pairs.
