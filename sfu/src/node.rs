@@ -9,7 +9,7 @@ use salon_common::{ParticipantIdentity, ParticipantSid, RoomName, TrackSid, new_
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Errors of node calls, as the signaling service maps them to clients.
@@ -63,13 +63,6 @@ struct Inner {
     rooms: Mutex<HashMap<RoomName, mpsc::UnboundedSender<RoomEvent>>>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl Node {
     pub fn new(config: NodeConfig) -> Self {
         Self {
@@ -102,7 +95,12 @@ impl Node {
             return tx.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let room = Room::new(name.clone(), config, now_ms(), Instant::now());
+        let room = Room::new(
+            name.clone(),
+            config,
+            salon_common::unix_millis(),
+            Instant::now(),
+        );
         let node = Arc::downgrade(&self.inner);
         let own_tx = tx.clone();
         tokio::spawn(room_task::run(room, rx, move |name| {
@@ -129,7 +127,7 @@ impl Node {
             attributes: params.attributes,
             grants: params.grants,
             auto_subscribe: params.auto_subscribe,
-            joined_at_ms: now_ms(),
+            joined_at_ms: salon_common::unix_millis(),
         };
         // A room that closes between lookup and join is created afresh, once.
         for _ in 0..2 {

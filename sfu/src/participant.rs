@@ -19,7 +19,6 @@ use salon_common::{ParticipantSid, TrackSid};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -277,13 +276,6 @@ pub(crate) async fn run(parts: SessionParts) {
     tracing::debug!(participant = %sid, "session closed");
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl Session {
     fn send(&self, message: Resp) -> Result<(), SessionError> {
         self.to_client
@@ -350,7 +342,7 @@ impl Session {
             Req::Ping(ts) => self.send(Resp::Pong(ts))?,
             Req::PingReq(ping) => self.send(Resp::PongResp(lk::Pong {
                 last_ping_timestamp: ping.timestamp,
-                timestamp: now_ms(),
+                timestamp: salon_common::unix_millis(),
             }))?,
             other => {
                 tracing::debug!(participant = %self.sid, message = ?std::mem::discriminant(&other), "signal message not handled yet");

@@ -4,7 +4,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Why a token was refused. The message is safe to show the client: it
 /// never includes the token or a secret.
@@ -180,11 +180,9 @@ impl KeyStore {
     }
 }
 
+/// JWT times are whole seconds since the epoch.
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    (salon_common::unix_millis() / 1000) as u64
 }
 
 fn verify_at(keys: &KeyStore, token: &str, now: u64) -> Result<Claims, AuthError> {
