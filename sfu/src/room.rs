@@ -560,21 +560,8 @@ impl Room {
         let Some(mut gone) = self.participants.remove(&key) else {
             return;
         };
-        for p in self.participants.values_mut() {
-            for track in &gone.info.tracks {
-                let track = TrackSid::new(track.sid.clone());
-                if p.subscriptions.remove(&track) {
-                    self.outputs.push_back(RoomOutput::Unsubscribe {
-                        subscriber: ParticipantSid::new(p.info.sid.clone()),
-                        track,
-                    });
-                }
-            }
-        }
         for track in &gone.info.tracks {
-            self.outputs.push_back(RoomOutput::TrackGone {
-                track: TrackSid::new(track.sid.clone()),
-            });
+            self.withdraw_track(&TrackSid::new(track.sid.clone()));
         }
         for track in gone.subscriptions.drain() {
             self.outputs.push_back(RoomOutput::Unsubscribe {
@@ -679,6 +666,21 @@ impl Room {
         Ok(())
     }
 
+    /// Unsubscribes everyone from a track that is going away, then drops it.
+    fn withdraw_track(&mut self, track: &TrackSid) {
+        for p in self.participants.values_mut() {
+            if p.subscriptions.remove(track) {
+                self.outputs.push_back(RoomOutput::Unsubscribe {
+                    subscriber: ParticipantSid::new(p.info.sid.clone()),
+                    track: track.clone(),
+                });
+            }
+        }
+        self.outputs.push_back(RoomOutput::TrackGone {
+            track: track.clone(),
+        });
+    }
+
     fn unpublish(&mut self, sid: &ParticipantSid, cid: &str) -> Result<(), RoomError> {
         let p = self.get_mut(sid)?;
         if p.pending.remove(cid).is_some() {
@@ -689,17 +691,7 @@ impl Room {
         p.info.version += 1;
         let info = p.info.clone();
         let hidden = p.grants.hidden;
-        for other in self.participants.values_mut() {
-            if other.subscriptions.remove(&track) {
-                self.outputs.push_back(RoomOutput::Unsubscribe {
-                    subscriber: ParticipantSid::new(other.info.sid.clone()),
-                    track: track.clone(),
-                });
-            }
-        }
-        self.outputs.push_back(RoomOutput::TrackGone {
-            track: track.clone(),
-        });
+        self.withdraw_track(&track);
         self.outputs.push_back(RoomOutput::Signal {
             to: sid.clone(),
             message: lk::signal_response::Message::TrackUnpublished(lk::TrackUnpublishedResponse {
