@@ -58,9 +58,18 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
+type Rooms = HashMap<RoomName, mpsc::UnboundedSender<RoomEvent>>;
+
 struct Inner {
     config: NodeConfig,
-    rooms: Mutex<HashMap<RoomName, mpsc::UnboundedSender<RoomEvent>>>,
+    rooms: Mutex<Rooms>,
+}
+
+impl Inner {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
+        // A poisoned lock only means a panic elsewhere; the map itself is intact.
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Node {
@@ -73,11 +82,8 @@ impl Node {
         }
     }
 
-    fn rooms(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<RoomName, mpsc::UnboundedSender<RoomEvent>>> {
-        // A poisoned lock only means a panic elsewhere; the map itself is intact.
-        self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
+        self.inner.rooms()
     }
 
     fn room(&self, name: &RoomName) -> Option<mpsc::UnboundedSender<RoomEvent>> {
@@ -105,7 +111,7 @@ impl Node {
         let own_tx = tx.clone();
         tokio::spawn(room_task::run(room, rx, move |name| {
             if let Some(node) = node.upgrade() {
-                let mut rooms = node.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                let mut rooms = node.rooms();
                 // Only forget the room if it was not already replaced.
                 if rooms.get(name).is_some_and(|tx| tx.same_channel(&own_tx)) {
                     rooms.remove(name);
