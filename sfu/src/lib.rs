@@ -15,3 +15,19 @@ pub mod sdp;
 pub use node::{JoinParams, Node, NodeConfig, NodeError, Session};
 pub use room::{Grants, RoomConfig, RoomError};
 pub use room_task::RoomSnapshot;
+
+use livekit_protocol as lk;
+
+/// The signal message that ends a session: LiveKit's `LeaveRequest`, which
+/// tells the client why and whether to come back.
+pub fn leave_message(
+    reason: lk::DisconnectReason,
+    action: lk::leave_request::Action,
+) -> lk::signal_response::Message {
+    lk::signal_response::Message::Leave(lk::LeaveRequest {
+        can_reconnect: action != lk::leave_request::Action::Disconnect,
+        reason: reason as i32,
+        action: action as i32,
+        regions: None,
+    })
+}

@@ -259,12 +259,10 @@ pub(crate) async fn run(parts: SessionParts) {
     if let Err(err) = &outcome {
         tracing::info!(participant = %sid, %err, "session ended with an error");
         let _ = session.to_client.try_send(lk::SignalResponse {
-            message: Some(Resp::Leave(lk::LeaveRequest {
-                can_reconnect: false,
-                reason: lk::DisconnectReason::StateMismatch as i32,
-                action: lk::leave_request::Action::Disconnect as i32,
-                regions: None,
-            })),
+            message: Some(crate::leave_message(
+                lk::DisconnectReason::StateMismatch,
+                lk::leave_request::Action::Disconnect,
+            )),
         });
     }
     for entry in session.down.values() {

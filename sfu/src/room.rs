@@ -539,12 +539,7 @@ impl Room {
         }
         self.outputs.push_back(RoomOutput::Signal {
             to: sid.clone(),
-            message: lk::signal_response::Message::Leave(lk::LeaveRequest {
-                can_reconnect: false,
-                reason: reason as i32,
-                action: lk::leave_request::Action::Disconnect as i32,
-                regions: None,
-            }),
+            message: crate::leave_message(reason, lk::leave_request::Action::Disconnect),
         });
         self.outputs.push_back(RoomOutput::Disconnect {
             sid: sid.clone(),

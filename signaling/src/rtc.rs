@@ -100,13 +100,20 @@ fn encode(wire: Wire, response: &lk::SignalResponse) -> Option<Message> {
 
 fn leave(reason: lk::DisconnectReason, action: lk::leave_request::Action) -> lk::SignalResponse {
     lk::SignalResponse {
-        message: Some(lk::signal_response::Message::Leave(lk::LeaveRequest {
-            can_reconnect: action != lk::leave_request::Action::Disconnect,
-            reason: reason as i32,
-            action: action as i32,
-            regions: None,
-        })),
+        message: Some(salon_sfu::leave_message(reason, action)),
     }
+}
+
+/// Ends a connection that never became a session: a leave message, then close.
+async fn refuse(
+    socket: &mut WebSocket,
+    reason: lk::DisconnectReason,
+    action: lk::leave_request::Action,
+) {
+    if let Some(m) = encode(Wire::Binary, &leave(reason, action)) {
+        let _ = socket.send(m).await;
+    }
+    let _ = socket.send(Message::Close(None)).await;
 }
 
 async fn session(
@@ -119,14 +126,12 @@ async fn session(
 ) {
     if reconnect {
         // Sessions cannot be resumed yet: ask for a fresh join instead.
-        let msg = leave(
+        refuse(
+            &mut socket,
             lk::DisconnectReason::StateMismatch,
             lk::leave_request::Action::Reconnect,
-        );
-        if let Some(m) = encode(Wire::Binary, &msg) {
-            let _ = socket.send(m).await;
-        }
-        let _ = socket.send(Message::Close(None)).await;
+        )
+        .await;
         return;
     }
     let v = &claims.video;
@@ -149,14 +154,12 @@ async fn session(
         Ok(s) => s,
         Err(err) => {
             tracing::info!(%room, %err, "join refused");
-            let reason = lk::DisconnectReason::JoinFailure;
-            if let Some(m) = encode(
-                Wire::Binary,
-                &leave(reason, lk::leave_request::Action::Disconnect),
-            ) {
-                let _ = socket.send(m).await;
-            }
-            let _ = socket.send(Message::Close(None)).await;
+            refuse(
+                &mut socket,
+                lk::DisconnectReason::JoinFailure,
+                lk::leave_request::Action::Disconnect,
+            )
+            .await;
             return;
         }
     };
