@@ -274,6 +274,20 @@ pub(crate) async fn run(parts: SessionParts) {
     tracing::debug!(participant = %sid, "session closed");
 }
 
+/// Sets a description we made as local and returns the SDP to send, as the
+/// connection holds it after setting.
+async fn apply_local(
+    pc: &Arc<dyn PeerConnection>,
+    desc: RTCSessionDescription,
+) -> Result<String, SessionError> {
+    pc.set_local_description(desc).await?;
+    Ok(pc
+        .local_description()
+        .await
+        .map(|d| d.sdp)
+        .unwrap_or_default())
+}
+
 impl Session {
     fn send(&self, message: Resp) -> Result<(), SessionError> {
         self.to_client
@@ -362,13 +376,7 @@ impl Session {
             .await
             .map_err(|_| SessionError::BadSignal("offer SDP rejected"))?;
         let answer = self.publisher.create_answer(None).await?;
-        self.publisher.set_local_description(answer).await?;
-        let sdp = self
-            .publisher
-            .local_description()
-            .await
-            .map(|d| d.sdp)
-            .unwrap_or_default();
+        let sdp = apply_local(&self.publisher, answer).await?;
         // Browsers send the answer's first codec: put the one asked for there.
         let sdp = crate::sdp::prefer_codecs(&sdp, &offer_sdp, &self.preferred_codecs);
         self.send(Resp::Answer(lk::SessionDescription {
@@ -443,13 +451,7 @@ impl Session {
 
     async fn send_offer(&mut self) -> Result<(), SessionError> {
         let offer = self.subscriber.create_offer(None).await?;
-        self.subscriber.set_local_description(offer).await?;
-        let sdp = self
-            .subscriber
-            .local_description()
-            .await
-            .map(|d| d.sdp)
-            .unwrap_or_default();
+        let sdp = apply_local(&self.subscriber, offer).await?;
         self.offer_id += 1;
         self.send(Resp::Offer(lk::SessionDescription {
             r#type: "offer".to_owned(),

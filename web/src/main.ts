@@ -238,29 +238,21 @@ function renderMeeting(r: Room) {
   view.notice.textContent = notice;
   view.notice.hidden = !notice;
 
-  const micOn = local.isMicrophoneEnabled;
-  const camOn = local.isCameraEnabled;
+  /** A microphone or camera switch: its label says what pressing it does. */
+  const toggle = (id: string, isOn: () => boolean, labels: [Key, Key], set: (enabled: boolean) => Promise<unknown>) =>
+    el('button', {
+      type: 'button',
+      id,
+      textContent: tr(isOn() ? labels[0] : labels[1]),
+      ariaPressed: String(!isOn()),
+      onclick: async () => {
+        await set(!isOn());
+        renderMeeting(r);
+      },
+    });
   view.controls.replaceChildren(
-    el('button', {
-      type: 'button',
-      id: 'mic',
-      textContent: micOn ? tr('micOn') : tr('micOff'),
-      ariaPressed: String(!micOn),
-      onclick: async () => {
-        await local.setMicrophoneEnabled(!local.isMicrophoneEnabled);
-        renderMeeting(r);
-      },
-    }),
-    el('button', {
-      type: 'button',
-      id: 'cam',
-      textContent: camOn ? tr('camOn') : tr('camOff'),
-      ariaPressed: String(!camOn),
-      onclick: async () => {
-        await local.setCameraEnabled(!local.isCameraEnabled);
-        renderMeeting(r);
-      },
-    }),
+    toggle('mic', () => local.isMicrophoneEnabled, ['micOn', 'micOff'], (e) => local.setMicrophoneEnabled(e)),
+    toggle('cam', () => local.isCameraEnabled, ['camOn', 'camOff'], (e) => local.setCameraEnabled(e)),
     el('button', {
       type: 'button',
       id: 'leave',
