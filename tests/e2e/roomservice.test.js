@@ -2,36 +2,23 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { AccessToken, RoomServiceClient, TrackSource } from 'livekit-server-sdk';
-import { startSalon } from './lib/salon.js';
-import { servePages } from './lib/pages.js';
-import { launchBrowser, newPage } from './lib/browser.js';
+import { startSdkFixture } from './lib/sdk.js';
 
+let fx;
 let salon;
-let pages;
-let browser;
 let rooms;
 
 before(async () => {
-  salon = await startSalon();
-  pages = await servePages();
-  browser = await launchBrowser();
+  fx = await startSdkFixture();
+  salon = fx.salon;
   rooms = new RoomServiceClient(salon.httpUrl, salon.apiKey, salon.apiSecret);
 });
 
 after(async () => {
-  await browser?.close();
-  await pages?.close();
-  await salon?.stop();
+  await fx?.close();
 });
 
-async function joinWithSdk(identity, room) {
-  const at = new AccessToken(salon.apiKey, salon.apiSecret, { identity });
-  at.addGrant({ roomJoin: true, room });
-  const page = await newPage(browser);
-  await page.goto(pages.url + '/sdk.html');
-  await page.evaluate(([url, t]) => window.joinRoom(url, t), [salon.wsUrl, await at.toJwt()]);
-  return page;
-}
+const joinWithSdk = (identity, room) => fx.joinWithSdk(identity, room);
 
 async function until(what, fn, timeoutMs = 15000) {
   const deadline = Date.now() + timeoutMs;

@@ -4,24 +4,21 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { AccessToken } from 'livekit-server-sdk';
-import { startSalon } from './lib/salon.js';
-import { servePages } from './lib/pages.js';
-import { launchBrowser, newPage, waitForMediaFrom } from './lib/browser.js';
+import { startSdkFixture } from './lib/sdk.js';
+import { newPage, waitForMediaFrom } from './lib/browser.js';
 
+let fx;
 let salon;
 let pages;
 let browser;
 
 before(async () => {
-  salon = await startSalon();
-  pages = await servePages();
-  browser = await launchBrowser();
+  fx = await startSdkFixture();
+  ({ salon, pages, browser } = fx);
 });
 
 after(async () => {
-  await browser?.close();
-  await pages?.close();
-  await salon?.stop();
+  await fx?.close();
 });
 
 /// Asks for a WebSocket upgrade and returns the HTTP status (101 if accepted).
@@ -48,18 +45,8 @@ function upgradeStatus(url) {
   });
 }
 
-async function token(identity, room, grant = {}) {
-  const at = new AccessToken(salon.apiKey, salon.apiSecret, { identity, name: identity.toUpperCase() });
-  at.addGrant({ roomJoin: true, room, ...grant });
-  return at.toJwt();
-}
-
-async function joinWithSdk(identity, room, grant, options = {}) {
-  const page = await newPage(browser);
-  await page.goto(pages.url + '/sdk.html');
-  await page.evaluate(([url, t, o]) => window.joinRoom(url, t, o), [salon.wsUrl, await token(identity, room, grant), options]);
-  return page;
-}
+const token = (identity, room, grant) => fx.token(identity, room, grant);
+const joinWithSdk = (identity, room, grant, options) => fx.joinWithSdk(identity, room, grant, options);
 
 test('livekit-client peers with livekit-server-sdk tokens decode each other', async () => {
   const a = await joinWithSdk('ada', 'sdk-room');

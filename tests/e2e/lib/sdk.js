@@ -1,0 +1,36 @@
+// A running salon, the test pages and a browser, with the two things the SDK
+// tests do over and over: mint a token with livekit-server-sdk and join a
+// room from a plain livekit-client page.
+import { AccessToken } from 'livekit-server-sdk';
+import { startSalon } from './salon.js';
+import { servePages } from './pages.js';
+import { launchBrowser, newPage } from './browser.js';
+
+export async function startSdkFixture() {
+  const salon = await startSalon();
+  const pages = await servePages();
+  const browser = await launchBrowser();
+
+  /// A join token for `room`; its name is the identity in capitals.
+  async function token(identity, room, grant = {}) {
+    const at = new AccessToken(salon.apiKey, salon.apiSecret, { identity, name: identity.toUpperCase() });
+    at.addGrant({ roomJoin: true, room, ...grant });
+    return at.toJwt();
+  }
+
+  /// A page that connected with livekit-client and published camera and microphone.
+  async function joinWithSdk(identity, room, grant, options = {}) {
+    const page = await newPage(browser);
+    await page.goto(pages.url + '/sdk.html');
+    await page.evaluate(([url, t, o]) => window.joinRoom(url, t, o), [salon.wsUrl, await token(identity, room, grant), options]);
+    return page;
+  }
+
+  async function close() {
+    await browser.close();
+    await pages.close();
+    await salon.stop();
+  }
+
+  return { salon, pages, browser, token, joinWithSdk, close };
+}
