@@ -26,6 +26,8 @@ enum Command {
     /// Everything in one process on this machine: signaling, one SFU node,
     /// in-memory state, the web app, dev key `devkey`/`secret`, bound to 127.0.0.1.
     Dev(DevArgs),
+    /// Load a server with real WebRTC participants and measure it.
+    LoadTest(Box<salon_loadtest::LoadTestArgs>),
     /// Token tools.
     Token {
         #[command(subcommand)]
@@ -73,7 +75,7 @@ enum TokenCommand {
         #[arg(long)]
         admin: bool,
         /// Lifetime, e.g. `6h`, `30m`, `90s`.
-        #[arg(long, default_value = "6h", value_parser = parse_duration)]
+        #[arg(long, default_value = "6h", value_parser = salon_common::parse_duration)]
         valid_for: Duration,
         #[arg(long, env = "LIVEKIT_API_KEY", default_value = "devkey")]
         api_key: String,
@@ -86,19 +88,6 @@ enum TokenCommand {
         )]
         api_secret: String,
     },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("bad duration unit in {s:?}; use s, m, h or d")),
-    };
-    Ok(Duration::from_secs(secs))
 }
 
 /// Keys from flags, env and key file; `devkey: secret` when none are given
@@ -127,6 +116,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Token { command } => token(command),
+        Command::LoadTest(args) => load_test(*args),
         Command::Dev(args) => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -142,6 +132,38 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn load_test(args: salon_loadtest::LoadTestArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = args.json;
+    match runtime.block_on(salon_loadtest::run(args)) {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => eprintln!("cannot encode the report: {e}"),
+                }
+            } else {
+                print!("{}", report.table());
+            }
+            if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("salon load-test: {e}");
+            ExitCode::FAILURE
         }
     }
 }

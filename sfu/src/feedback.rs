@@ -5,7 +5,8 @@
 //! by its first report only, so a PLI behind a receiver report can land on
 //! the wrong track or nowhere. This interceptor sits last in the chain and
 //! hands the SSRC of every PLI and FIR straight to the session, which knows
-//! which forwarder sends that SSRC.
+//! which forwarder sends that SSRC. The load generator uses it on its
+//! publishing connections to hear keyframe requests too.
 
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -17,16 +18,16 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// Just after every built-in slot of the default chain.
-pub(crate) const FEEDBACK_SLOT: usize = 14_000;
+pub const FEEDBACK_SLOT: usize = 14_000;
 
-pub(crate) struct KeyframeRequestTap {
+pub struct KeyframeRequestTap {
     requests: mpsc::UnboundedSender<u32>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
 
 impl KeyframeRequestTap {
-    pub(crate) fn new(requests: mpsc::UnboundedSender<u32>) -> Self {
+    pub fn new(requests: mpsc::UnboundedSender<u32>) -> Self {
         Self {
             requests,
             reads: VecDeque::new(),

@@ -2,7 +2,7 @@
 //! machines; `room_task`, `participant` and `forwarder` are the tokio shells
 //! that own sockets, peer connections and the clock.
 
-mod feedback;
+pub mod feedback;
 mod forwarder;
 pub mod negotiation;
 mod node;
