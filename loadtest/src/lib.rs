@@ -3,9 +3,10 @@
 //! Opus and subscribe, and books that say what the server delivered, how
 //! late, and at what CPU cost per forwarded packet.
 //!
-//! `ledger` and `procstat` are plain code with their own tests; `peer` and
-//! `livekit` are the async shells that drive connections.
+//! `ledger` and `procstat` are plain code with their own tests; `peer`,
+//! `livekit` and `janus` are the async shells that drive connections.
 
+mod janus;
 mod ledger;
 mod livekit;
 mod media;
@@ -39,6 +40,8 @@ const TAIL: Duration = Duration::from_millis(500);
 pub enum Target {
     /// Any server that speaks LiveKit's client protocol (Salon, LiveKit).
     Livekit,
+    /// Janus's VideoRoom plugin over its WebSocket transport.
+    Janus,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -96,6 +99,11 @@ pub struct LoadTestArgs {
     /// memory are read from /proc.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Address the participants' media sockets bind to. Keep it on this
+    /// machine: loopback, or an address in a network namespace of your own
+    /// (Janus never gathers on loopback; benches/compare-janus.sh makes one).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_ip: std::net::IpAddr,
     /// Print the report as JSON on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
@@ -168,8 +176,11 @@ pub(crate) struct Participant {
 /// What every participant of a run shares.
 pub(crate) struct RunContext {
     pub(crate) url: String,
+    pub(crate) bind_ip: std::net::IpAddr,
     pub(crate) auth: Auth,
     pub(crate) room: String,
+    /// How many participants publish: Janus subscribers wait for them all.
+    pub(crate) publishers: usize,
     pub(crate) ledger: Shared<Ledger>,
     pub(crate) video: Vec<Arc<VideoClip>>,
     pub(crate) audio: Arc<AudioClip>,
@@ -245,6 +256,7 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
     let ledger: Shared<Ledger> = Arc::new(Mutex::new(Ledger::default()));
     let ctx = Arc::new(RunContext {
         url: args.url.clone(),
+        bind_ip: args.bind_ip,
         auth: match &args.token {
             Some(t) => Auth::Token(t.clone()),
             None => Auth::Keys {
@@ -253,6 +265,10 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
             },
         },
         room: room.clone(),
+        publishers: roster
+            .iter()
+            .filter(|p| p.video.is_some() || p.audio)
+            .count(),
         ledger: ledger.clone(),
         video: [Quality::Low, Quality::Medium, Quality::High]
             .into_iter()
@@ -276,6 +292,7 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
         tasks.push(tokio::spawn(async move {
             match target {
                 Target::Livekit => livekit::run(who2, ctx, tx).await.map_err(|e| e.to_string()),
+                Target::Janus => janus::run(who2, ctx, tx).await.map_err(|e| e.to_string()),
             }
         }));
         joins.push(rx);

@@ -123,12 +123,6 @@ async fn next_event(side: &mut Option<Side>) -> Option<PcEvent> {
     }
 }
 
-/// A track announced to the server, waiting for its sid.
-struct Announced {
-    out: Outgoing,
-    index: usize,
-}
-
 /// Joins, publishes and subscribes as `who` says, until the run stops.
 /// `joined` fires once the connection that matters (the publishing one for
 /// publishers) is up.
@@ -156,24 +150,22 @@ pub(crate) async fn run(
     let mut joined = Some(joined);
 
     let mut publisher: Option<Side> = None;
-    let mut announced: HashMap<String, Announced> = HashMap::new();
+    let mut announced: HashMap<String, Outgoing> = HashMap::new();
     let mut plans: Vec<SendPlan> = Vec::new();
     let mut keyframe_requests = None;
     if who.video.is_some() || who.audio {
-        let mut peer = peer::new_peer(true).await?;
+        let mut peer = peer::new_peer(ctx.bind_ip, true).await?;
         keyframe_requests = peer.keyframe_requests.take();
         let pc = peer.pc.clone();
         publisher = Some(Side::new(peer));
         let stream_id = format!("{}-stream", who.identity);
-        let mut index = 0;
         if let Some(layers) = &who.video {
             let cid = format!("{}-video", who.identity);
             let out = peer::add_video(&pc, &stream_id, &cid, layers, who.simulcast).await?;
             signal
                 .send(Req::AddTrack(video_request(&cid, &out, &ctx)))
                 .await?;
-            announced.insert(cid, Announced { out, index });
-            index += 1;
+            announced.insert(cid, out);
         }
         if who.audio {
             let cid = format!("{}-audio", who.identity);
@@ -187,7 +179,7 @@ pub(crate) async fn run(
                     ..Default::default()
                 }))
                 .await?;
-            announced.insert(cid, Announced { out, index });
+            announced.insert(cid, out);
         }
     }
     let mut subscriber: Option<Side> = None;
@@ -202,14 +194,13 @@ pub(crate) async fn run(
                 };
                 match message {
                     Resp::TrackPublished(published) => {
-                        let Some(a) = announced.remove(&published.cid) else { continue };
+                        let Some(out) = announced.remove(&published.cid) else { continue };
                         let Some(info) = published.track else {
                             break Err(SignalError::Protocol("TrackPublished without a track"));
                         };
-                        let stream = lock(&ctx.ledger).register(&info.sid, who.index, a.out.kind);
+                        let stream = lock(&ctx.ledger).register(&info.sid, who.index, out.kind);
                         plans.push(SendPlan {
-                            out: a.out,
-                            index: a.index,
+                            out,
                             stream,
                             video: ctx.video.clone(),
                             audio: ctx.audio.clone(),
@@ -235,7 +226,7 @@ pub(crate) async fn run(
                     }
                     Resp::Offer(offer) => {
                         if subscriber.is_none() {
-                            subscriber = Some(Side::new(peer::new_peer(false).await?));
+                            subscriber = Some(Side::new(peer::new_peer(ctx.bind_ip, false).await?));
                         }
                         if let Some(side) = &mut subscriber {
                             side.pc.set_remote_description(RTCSessionDescription::offer(offer.sdp)?).await?;
@@ -264,7 +255,7 @@ pub(crate) async fn run(
                             Some(side) => side.add_candidate(init).await,
                             // The subscriber's offer is on its way.
                             None if trickle.target == lk::SignalTarget::Subscriber as i32 => {
-                                let mut side = Side::new(peer::new_peer(false).await?);
+                                let mut side = Side::new(peer::new_peer(ctx.bind_ip, false).await?);
                                 side.early.push(init);
                                 subscriber = Some(side);
                             }

@@ -17,7 +17,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use salon_sfu::feedback::{FEEDBACK_SLOT, KeyframeRequestTap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -113,9 +113,13 @@ pub(crate) struct Peer {
     pub(crate) keyframe_requests: Option<mpsc::UnboundedReceiver<u32>>,
 }
 
-/// A peer connection that offers only VP8 and Opus and gathers only on
-/// 127.0.0.1: load tests never send beyond this machine.
-pub(crate) async fn new_peer(publishing: bool) -> Result<Peer, webrtc::error::Error> {
+/// A peer connection that offers only VP8 and Opus and gathers on one
+/// address only (127.0.0.1 unless told otherwise): load tests never send
+/// beyond this machine.
+pub(crate) async fn new_peer(
+    bind_ip: IpAddr,
+    publishing: bool,
+) -> Result<Peer, webrtc::error::Error> {
     let mut media = MediaEngine::default();
     media.register_codec(
         RTCRtpCodecParameters {
@@ -155,10 +159,11 @@ pub(crate) async fn new_peer(publishing: bool) -> Result<Peer, webrtc::error::Er
     };
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(salon_sfu::no_mdns())
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler { tx }))
-        .with_udp_addrs(vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)])
+        .with_udp_addrs(vec![SocketAddr::new(bind_ip, 0)])
         .build()
         .await?;
     Ok(Peer {
@@ -262,7 +267,6 @@ struct Negotiated {
 async fn negotiated(
     pc: &Arc<dyn PeerConnection>,
     out: &Outgoing,
-    index: usize,
 ) -> Result<Negotiated, webrtc::error::Error> {
     let params = out.sender.get_parameters().await?;
     let payload_type = params
@@ -279,11 +283,17 @@ async fn negotiated(
             .find(|e| e.uri == uri)
             .and_then(|e| u8::try_from(e.id).ok())
     };
-    // Transceivers are listed in the order the tracks were added.
-    let mid = match pc.get_transceivers().await.get(index) {
-        Some(t) => t.mid().await?,
-        None => None,
-    };
+    // The transceiver whose sender is this track's: the list's order is not
+    // the order tracks were added in.
+    let mut mid = None;
+    for transceiver in pc.get_transceivers().await {
+        if let Ok(Some(sender)) = transceiver.sender().await
+            && std::ptr::addr_eq(Arc::as_ptr(&sender), Arc::as_ptr(&out.sender))
+        {
+            mid = transceiver.mid().await?;
+            break;
+        }
+    }
     Ok(Negotiated {
         payload_type,
         mid: ext_id(MID_URI).zip(mid.map(Bytes::from)),
@@ -293,8 +303,6 @@ async fn negotiated(
 
 pub(crate) struct SendPlan {
     pub(crate) out: Outgoing,
-    /// Position of the track's transceiver on its connection.
-    pub(crate) index: usize,
     pub(crate) stream: StreamRef,
     pub(crate) video: Vec<Arc<VideoClip>>,
     pub(crate) audio: Arc<AudioClip>,
@@ -309,7 +317,7 @@ pub(crate) async fn send(
     mut keyframes: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), webrtc::error::Error> {
-    let neg = negotiated(&pc, &plan.out, plan.index).await?;
+    let neg = negotiated(&pc, &plan.out).await?;
     let start = Instant::now();
     let mut lanes: Vec<Lane> = plan
         .out

@@ -103,6 +103,16 @@ impl PeerConnectionEventHandler for PcHandler {
     }
 }
 
+/// webrtc-rs opens a multicast socket per connection by default to resolve
+/// browsers' `.local` candidates; queries would leave the machine, and the
+/// SFU needs none of it: clients reach its host candidates and it learns
+/// theirs from their connectivity checks, as LiveKit does.
+pub fn no_mdns() -> webrtc::peer_connection::SettingEngine {
+    webrtc::peer_connection::SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build()
+}
+
 async fn new_peer_connection(
     bind_ip: IpAddr,
     handler: PcHandler,
@@ -130,6 +140,7 @@ async fn new_peer_connection(
     }
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(no_mdns())
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(handler))

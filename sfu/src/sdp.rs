@@ -49,6 +49,18 @@ pub fn sending_track_ids(sdp: &str) -> HashSet<String> {
         .collect()
 }
 
+/// The track id (`a=msid`) of each media section, by its `a=mid`. The load
+/// generator reads Janus's offers with it.
+pub fn track_ids_by_mid(sdp: &str) -> HashMap<String, String> {
+    let lines: Vec<&str> = sdp.lines().map(str::trim_end).collect();
+    media_sections(&lines)
+        .filter_map(|(_, section)| {
+            let mid = attribute(section, "a=mid:")?.trim();
+            Some((mid.to_owned(), msid_track(section)?.to_owned()))
+        })
+        .collect()
+}
+
 /// Reorders the formats of each media section of an answer so that the codec
 /// its publisher asked for in AddTrack (`cid` → codec name such as `h264`)
 /// comes first: browsers send the first codec of the answer. The track of a
@@ -184,7 +196,17 @@ a=rtpmap:98 VP9/90000\r\n";
     }
 
     #[test]
+    fn track_ids_are_found_by_mid() {
+        let ids = track_ids_by_mid(OFFER);
+        assert_eq!(ids.get("0").map(String::as_str), Some("mic-1"));
+        assert_eq!(ids.get("2").map(String::as_str), Some("screen-1"));
+        assert_eq!(ids.get("1"), None, "no msid");
+        assert_eq!(ids.len(), 3);
+    }
+
+    #[test]
     fn garbage_yields_nothing() {
+        assert!(track_ids_by_mid("m=\r\na=msid:\r\n").is_empty());
         assert!(sending_track_ids("").is_empty());
         assert!(sending_track_ids("a=msid:x y\r\nnot sdp").is_empty());
         assert!(sending_track_ids("m=\r\na=msid:\r\n").is_empty());
