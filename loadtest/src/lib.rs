@@ -16,7 +16,7 @@ mod report;
 
 pub use ledger::{Figures, Kind, SubscriberFigures};
 pub use media::Quality;
-pub use report::{JoinFigures, Report, ServerFigures};
+pub use report::{JoinFigures, Params, Report, ServerFigures};
 
 use ledger::Ledger;
 use media::{AudioClip, VideoClip};
@@ -390,15 +390,18 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
         _ => None,
     };
     Ok(Report {
-        target: args.target,
-        url: args.url.clone(),
-        room,
-        video_publishers: args.video_publishers,
-        audio_publishers: args.audio_publishers,
-        subscribers: args.subscribers,
-        publishers_subscribe: args.publishers_subscribe,
-        simulcast: args.simulcast(),
-        video_resolution: args.video_resolution,
+        params: Params {
+            target: args.target,
+            url: args.url.clone(),
+            room,
+            video_publishers: args.video_publishers,
+            audio_publishers: args.audio_publishers,
+            subscribers: args.subscribers,
+            publishers_subscribe: args.publishers_subscribe,
+            simulcast: args.simulcast(),
+            video_resolution: args.video_resolution,
+            duration_s: args.duration.as_secs_f64(),
+        },
         participants: roster.len(),
         joined: join_times.len(),
         failures,

@@ -159,7 +159,7 @@ pub(crate) async fn new_peer(
     };
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_setting_engine(salon_sfu::no_mdns())
+        .with_setting_engine(salon_sfu::setting_engine())
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler { tx }))

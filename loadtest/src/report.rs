@@ -63,8 +63,9 @@ impl ServerFigures {
     }
 }
 
+/// What the run was asked to do.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Report {
+pub struct Params {
     pub target: Target,
     pub url: String,
     pub room: String,
@@ -74,6 +75,12 @@ pub struct Report {
     pub publishers_subscribe: bool,
     pub simulcast: bool,
     pub video_resolution: Quality,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub params: Params,
     pub participants: usize,
     pub joined: usize,
     pub failures: Vec<String>,

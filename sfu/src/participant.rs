@@ -103,13 +103,22 @@ impl PeerConnectionEventHandler for PcHandler {
     }
 }
 
-/// webrtc-rs opens a multicast socket per connection by default to resolve
-/// browsers' `.local` candidates; queries would leave the machine, and the
-/// SFU needs none of it: clients reach its host candidates and it learns
-/// theirs from their connectivity checks, as LiveKit does.
-pub fn no_mdns() -> webrtc::peer_connection::SettingEngine {
+/// ICE settings for every connection Salon makes.
+///
+/// - No mDNS: webrtc-rs otherwise opens a multicast socket per connection to
+///   resolve browsers' `.local` candidates; its queries would leave the
+///   machine, and the SFU needs none of it: clients reach its host
+///   candidates and it learns theirs from their connectivity checks, as
+///   LiveKit does.
+/// - No wait before nominating a peer-reflexive pair. A client's checks
+///   usually arrive before its trickled candidates, so its address is first
+///   known as peer-reflexive, and webrtc-rs's default 1 s wait (for a better
+///   pair that never comes to a server) added a second to every join the
+///   load test measured.
+pub fn setting_engine() -> webrtc::peer_connection::SettingEngine {
     webrtc::peer_connection::SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_prflx_acceptance_min_wait(Some(std::time::Duration::ZERO))
         .build()
 }
 
@@ -140,7 +149,7 @@ async fn new_peer_connection(
     }
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_setting_engine(no_mdns())
+        .with_setting_engine(setting_engine())
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(handler))
