@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
@@ -407,22 +407,9 @@ pub(crate) async fn run(
                     if let Some(tx) = joined.take() {
                         let _ = tx.send(started.elapsed());
                     }
-                    let Some((pc, _)) = &publisher else { continue };
-                    let mut routes = Vec::new();
-                    for plan in plans.drain(..) {
-                        let (ktx, krx) = watch::channel(0u64);
-                        routes.push((plan.out.layers.iter().map(|(_, s)| *s).collect(), ktx));
-                        let pc = pc.clone();
-                        let ledger = ctx.ledger.clone();
-                        let stop = ctx.stop.clone();
-                        tokio::spawn(async move {
-                            if let Err(err) = peer::send(pc, plan, ledger, krx, stop).await {
-                                tracing::warn!(%err, "a send loop stopped");
-                            }
-                        });
-                    }
-                    if let Some(requests) = keyframe_requests.take() {
-                        peer::route_keyframe_requests(requests, routes);
+                    if let Some((pc, _)) = &publisher {
+                        let plans = std::mem::take(&mut plans);
+                        peer::start_sending(pc, plans, keyframe_requests.take(), &ctx.ledger, &ctx.stop);
                     }
                 }
             }

@@ -12,7 +12,7 @@ use prost::Message as _;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
@@ -184,7 +184,6 @@ pub(crate) async fn run(
     }
     let mut subscriber: Option<Side> = None;
     let mut sending = false;
-    let mut keyframe_senders = Vec::new();
 
     let outcome = loop {
         tokio::select! {
@@ -280,21 +279,8 @@ pub(crate) async fn run(
                                 let _ = tx.send(started.elapsed());
                             }
                             if let Some(side) = &publisher {
-                                for plan in plans.drain(..) {
-                                    let (ktx, krx) = watch::channel(0u64);
-                                    keyframe_senders.push((plan.out.layers.iter().map(|(_, s)| *s).collect(), ktx));
-                                    let pc = side.pc.clone();
-                                    let ledger = ctx.ledger.clone();
-                                    let stop = ctx.stop.clone();
-                                    tokio::spawn(async move {
-                                        if let Err(err) = peer::send(pc, plan, ledger, krx, stop).await {
-                                            tracing::warn!(%err, "a send loop stopped");
-                                        }
-                                    });
-                                }
-                                if let Some(requests) = keyframe_requests.take() {
-                                    peer::route_keyframe_requests(requests, std::mem::take(&mut keyframe_senders));
-                                }
+                                let plans = std::mem::take(&mut plans);
+                                peer::start_sending(&side.pc, plans, keyframe_requests.take(), &ctx.ledger, &ctx.stop);
                             }
                         }
                     }

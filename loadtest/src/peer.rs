@@ -310,7 +310,7 @@ pub(crate) struct SendPlan {
 
 /// Plays a track's clip in real time until `stop` turns true. Packets are
 /// booked in the ledger just before they go out.
-pub(crate) async fn send(
+async fn send(
     pc: Arc<dyn PeerConnection>,
     plan: SendPlan,
     ledger: Shared<Ledger>,
@@ -420,9 +420,36 @@ struct Lane {
     frames: Vec<Bytes>,
 }
 
+/// Starts a send loop per track once the publishing connection is up, and
+/// routes the connection's keyframe requests to the loop sending that SSRC.
+pub(crate) fn start_sending(
+    pc: &Arc<dyn PeerConnection>,
+    plans: Vec<SendPlan>,
+    keyframe_requests: Option<mpsc::UnboundedReceiver<u32>>,
+    ledger: &Shared<Ledger>,
+    stop: &watch::Receiver<bool>,
+) {
+    let mut routes = Vec::new();
+    for plan in plans {
+        let (ktx, krx) = watch::channel(0u64);
+        routes.push((plan.out.layers.iter().map(|(_, s)| *s).collect(), ktx));
+        let pc = pc.clone();
+        let ledger = ledger.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(err) = send(pc, plan, ledger, krx, stop).await {
+                tracing::warn!(%err, "a send loop stopped");
+            }
+        });
+    }
+    if let Some(requests) = keyframe_requests {
+        route_keyframe_requests(requests, routes);
+    }
+}
+
 /// Turns keyframe requests (PLI/FIR by SSRC) into a counter per track that
 /// its send loop watches.
-pub(crate) fn route_keyframe_requests(
+fn route_keyframe_requests(
     mut requests: mpsc::UnboundedReceiver<u32>,
     tracks: Vec<(Vec<u32>, watch::Sender<u64>)>,
 ) {
