@@ -93,6 +93,8 @@ pub struct SubscriberFigures {
     pub bitrate_bps: u64,
     /// received / expected, 0 to 1.
     pub delivered: f64,
+    /// 1 - delivered: what the subscriber lost on the way.
+    pub loss: f64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -222,6 +224,7 @@ impl Ledger {
                 packets_expected: 0,
                 bitrate_bps: 0,
                 delivered: 0.0,
+                loss: 0.0,
             };
             let mut bytes = 0;
             for (index, stream) in self.streams.iter().enumerate() {
@@ -251,6 +254,7 @@ impl Ledger {
             } else {
                 0.0
             };
+            fig.loss = 1.0 - fig.delivered;
             out.push(fig);
         }
         let mut sorted = self.latencies_us.clone();
@@ -349,6 +353,7 @@ mod tests {
         let s = &f.subscribers[0];
         assert_eq!((s.packets_received, s.packets_expected), (2, 2));
         assert_eq!(s.delivered, 1.0);
+        assert_eq!(s.loss, 0.0);
         assert_eq!(s.bitrate_bps, 16_000);
         // Latencies of the two in-window packets: 1010 and 1000 ms.
         assert_eq!(f.latency_p50_ms, Some(1000.0));

@@ -112,18 +112,19 @@ impl Report {
         let f = &self.figures;
         let _ = writeln!(
             out,
-            "{:<12} {:>8} {:>10} {:>10} {:>10} {:>12}",
-            "subscriber", "streams", "received", "expected", "delivered", "bitrate"
+            "{:<12} {:>8} {:>10} {:>10} {:>10} {:>8} {:>12}",
+            "subscriber", "streams", "received", "expected", "delivered", "loss", "bitrate"
         );
         for s in &f.subscribers {
             let _ = writeln!(
                 out,
-                "{:<12} {:>8} {:>10} {:>10} {:>9.2}% {:>7.2} Mb/s",
+                "{:<12} {:>8} {:>10} {:>10} {:>9.2}% {:>7.2}% {:>7.2} Mb/s",
                 format!("#{}", s.participant),
                 format!("{}/{}", s.streams_received, s.streams_expected),
                 s.packets_received,
                 s.packets_expected,
                 s.delivered * 100.0,
+                s.loss * 100.0,
                 s.bitrate_bps as f64 / 1e6,
             );
         }
