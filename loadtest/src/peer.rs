@@ -369,12 +369,15 @@ async fn send(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut position = 0usize;
     let mut last_keyframe = start;
+    let mut watching_keyframes = true;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            changed = keyframes.changed() => {
+            changed = keyframes.changed(), if watching_keyframes => {
                 if changed.is_err() {
-                    return Ok(());
+                    // Nobody routes requests to this track any more; keep sending.
+                    watching_keyframes = false;
+                    continue;
                 }
                 // Jump back to the clip's keyframe, as an encoder would send one.
                 if plan.out.kind == Kind::Video && last_keyframe.elapsed() >= KEYFRAME_MIN_INTERVAL {
