@@ -6,7 +6,7 @@
 //! there is no trickle here.
 
 use crate::ledger::Kind;
-use crate::peer::{self, PcEvent, SendPlan, lock};
+use crate::peer::{self, PcEvent, Peer, SendPlan, lock};
 use crate::{Participant, RunContext};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -283,7 +283,7 @@ pub(crate) async fn run(
         Err(e) => return Err(e),
     }
 
-    let mut publisher: Option<(Arc<dyn PeerConnection>, mpsc::UnboundedReceiver<PcEvent>)> = None;
+    let mut publisher: Option<Peer> = None;
     let mut plans = Vec::new();
     let mut keyframe_requests = None;
     let mut own_feed = None;
@@ -336,10 +336,10 @@ pub(crate) async fn run(
                 audio: ctx.audio.clone(),
             });
         }
-        publisher = Some((peer.pc, peer.events));
+        publisher = Some(peer);
     }
 
-    let mut subscriber: Option<(Arc<dyn PeerConnection>, mpsc::UnboundedReceiver<PcEvent>)> = None;
+    let mut subscriber: Option<Peer> = None;
     let mut track_keys: HashMap<String, String> = HashMap::new();
     if who.subscribe {
         let feeds =
@@ -390,30 +390,29 @@ pub(crate) async fn run(
                     Some(json!({"type": "answer", "sdp": sdp, "trickle": false})),
                 )
                 .await?;
-            subscriber = Some((peer.pc, peer.events));
+            subscriber = Some(peer);
         }
     }
 
-    let mut sending = false;
     let outcome = loop {
         tokio::select! {
-            event = next(&mut publisher) => {
+            event = peer::next_event(publisher.as_mut().map(|p| &mut p.events)) => {
                 let Some(PcEvent::State(state)) = event else { continue };
                 if state == RTCPeerConnectionState::Failed {
                     break Err(JanusError::Protocol("a publishing connection that failed"));
                 }
-                if state == RTCPeerConnectionState::Connected && !sending {
-                    sending = true;
-                    if let Some(tx) = joined.take() {
-                        let _ = tx.send(started.elapsed());
-                    }
-                    if let Some((pc, _)) = &publisher {
+                // The first time only: later ones find nothing left to start.
+                if state == RTCPeerConnectionState::Connected
+                    && let Some(tx) = joined.take()
+                {
+                    let _ = tx.send(started.elapsed());
+                    if let Some(p) = &publisher {
                         let plans = std::mem::take(&mut plans);
-                        peer::start_sending(pc, plans, keyframe_requests.take(), &ctx.ledger, &ctx.stop);
+                        peer::start_sending(&p.pc, plans, keyframe_requests.take(), &ctx.ledger, &ctx.stop);
                     }
                 }
             }
-            event = next(&mut subscriber) => {
+            event = peer::next_event(subscriber.as_mut().map(|p| &mut p.events)) => {
                 match event {
                     Some(PcEvent::State(RTCPeerConnectionState::Connected)) => {
                         if publisher.is_none()
@@ -447,19 +446,10 @@ pub(crate) async fn run(
     };
     let _ = session.send(json!({"janus": "destroy"})).await;
     let _ = session.ws.close(None).await;
-    for (pc, _) in [publisher, subscriber].into_iter().flatten() {
-        let _ = pc.close().await;
+    for peer in [publisher, subscriber].into_iter().flatten() {
+        let _ = peer.pc.close().await;
     }
     outcome
-}
-
-async fn next(
-    side: &mut Option<(Arc<dyn PeerConnection>, mpsc::UnboundedReceiver<PcEvent>)>,
-) -> Option<PcEvent> {
-    match side {
-        Some((_, events)) => events.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Feeds of the room's publishers other than `own`, once there are

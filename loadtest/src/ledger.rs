@@ -75,7 +75,6 @@ pub(crate) struct Ledger {
     /// Running totals for the progress line.
     pub(crate) received_packets: u64,
     pub(crate) received_bytes: u64,
-    pub(crate) sent_packets: u64,
 }
 
 /// What one subscriber got during the window.
@@ -149,7 +148,6 @@ impl Ledger {
         if in_window {
             self.streams[stream.0 as usize].sent_in_window[usize::from(layer)] += 1;
         }
-        self.sent_packets += 1;
         self.sent.insert(
             (stream, hash),
             Sent {

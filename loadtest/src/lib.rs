@@ -153,7 +153,7 @@ impl Auth {
                         room_join: true,
                         ..Default::default()
                     },
-                    ttl: Some(Duration::from_secs(6 * 3600)),
+                    ttl: None,
                 },
             )
             .map_err(|e| livekit::SignalError::Token(e.to_string())),
@@ -344,8 +344,6 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
     let self_start = procstat::sample(&me)?;
     let window_start = Instant::now();
     lock(&ledger).start_window(window_start);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
     while window_start.elapsed() < args.duration {
         let left = args.duration.saturating_sub(window_start.elapsed());
         tokio::time::sleep(left.min(Duration::from_secs(1))).await;

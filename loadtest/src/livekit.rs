@@ -116,13 +116,6 @@ impl Side {
     }
 }
 
-async fn next_event(side: &mut Option<Side>) -> Option<PcEvent> {
-    match side {
-        Some(s) => s.events.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Joins, publishes and subscribes as `who` says, until the run stops.
 /// `joined` fires once the connection that matters (the publishing one for
 /// publishers) is up.
@@ -183,7 +176,6 @@ pub(crate) async fn run(
         }
     }
     let mut subscriber: Option<Side> = None;
-    let mut sending = false;
 
     let outcome = loop {
         tokio::select! {
@@ -208,8 +200,7 @@ pub(crate) async fn run(
                             && let Some(side) = &publisher
                         {
                             let offer = side.pc.create_offer(None).await?;
-                            side.pc.set_local_description(offer).await?;
-                            let sdp = side.pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
+                            let sdp = salon_sfu::apply_local(&side.pc, offer).await?;
                             signal.send(Req::Offer(lk::SessionDescription {
                                 r#type: "offer".to_owned(),
                                 sdp,
@@ -230,8 +221,7 @@ pub(crate) async fn run(
                         if let Some(side) = &mut subscriber {
                             side.pc.set_remote_description(RTCSessionDescription::offer(offer.sdp)?).await?;
                             let answer = side.pc.create_answer(None).await?;
-                            side.pc.set_local_description(answer).await?;
-                            let sdp = side.pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
+                            let sdp = salon_sfu::apply_local(&side.pc, answer).await?;
                             signal.send(Req::Answer(lk::SessionDescription {
                                 r#type: "answer".to_owned(),
                                 sdp,
@@ -265,7 +255,7 @@ pub(crate) async fn run(
                     _ => {}
                 }
             }
-            event = next_event(&mut publisher) => {
+            event = peer::next_event(publisher.as_mut().map(|s| &mut s.events)) => {
                 let Some(event) = event else { continue };
                 match event {
                     PcEvent::Candidate(init) => trickle(&mut signal, init, lk::SignalTarget::Publisher).await?,
@@ -273,11 +263,11 @@ pub(crate) async fn run(
                         if state == RTCPeerConnectionState::Failed {
                             break Err(SignalError::Protocol("a publisher connection that failed"));
                         }
-                        if state == RTCPeerConnectionState::Connected && !sending {
-                            sending = true;
-                            if let Some(tx) = joined.take() {
-                                let _ = tx.send(started.elapsed());
-                            }
+                        // The first time only: later ones find nothing left to start.
+                        if state == RTCPeerConnectionState::Connected
+                            && let Some(tx) = joined.take()
+                        {
+                            let _ = tx.send(started.elapsed());
                             if let Some(side) = &publisher {
                                 let plans = std::mem::take(&mut plans);
                                 peer::start_sending(&side.pc, plans, keyframe_requests.take(), &ctx.ledger, &ctx.stop);
@@ -287,7 +277,7 @@ pub(crate) async fn run(
                     PcEvent::Track(_) | PcEvent::GatheringComplete => {}
                 }
             }
-            event = next_event(&mut subscriber) => {
+            event = peer::next_event(subscriber.as_mut().map(|s| &mut s.events)) => {
                 let Some(event) = event else { continue };
                 match event {
                     PcEvent::Candidate(init) => trickle(&mut signal, init, lk::SignalTarget::Subscriber).await?,

@@ -173,6 +173,17 @@ pub(crate) async fn new_peer(
     })
 }
 
+/// The next event of a connection that may not exist yet: without one,
+/// never ready, so a `select!` can wait on it unconditionally.
+pub(crate) async fn next_event(
+    events: Option<&mut mpsc::UnboundedReceiver<PcEvent>>,
+) -> Option<PcEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A track added to a publishing connection, before negotiation.
 pub(crate) struct Outgoing {
     pub(crate) kind: Kind,

@@ -13,7 +13,7 @@ mod room_task;
 pub mod sdp;
 
 pub use node::{JoinParams, Node, NodeConfig, NodeError, Session};
-pub use participant::setting_engine;
+pub use participant::{apply_local, setting_engine};
 pub use room::{Grants, RoomConfig, RoomError};
 pub use room_task::RoomSnapshot;
 

@@ -295,11 +295,11 @@ pub(crate) async fn run(parts: SessionParts) {
 }
 
 /// Sets a description we made as local and returns the SDP to send, as the
-/// connection holds it after setting.
-async fn apply_local(
+/// connection holds it after setting. The load generator's clients use it too.
+pub async fn apply_local(
     pc: &Arc<dyn PeerConnection>,
     desc: RTCSessionDescription,
-) -> Result<String, SessionError> {
+) -> Result<String, webrtc::error::Error> {
     pc.set_local_description(desc).await?;
     Ok(pc
         .local_description()
