@@ -11,7 +11,10 @@
 #
 # Knobs: DURATION (default 15s), FANOUT (1 → N subscribers, default 150),
 # MEETING (people in the meeting, default 10), LISTENERS (audio-only room,
-# default 100), SCENARIOS (default "fanout meeting audio").
+# default 100), SCENARIOS (default "fanout meeting audio"), SERVERS
+# (default "salon janus"). BASELINE=/path/to/an/older/salon also runs that
+# build as the server (row "before", driven by the current generator), to
+# measure a change before and after on one machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,13 +23,15 @@ FANOUT=${FANOUT:-150}
 MEETING=${MEETING:-10}
 LISTENERS=${LISTENERS:-100}
 SCENARIOS=${SCENARIOS:-"fanout meeting audio"}
+export SERVERS=${SERVERS:-"salon janus"}
+BASELINE=${BASELINE:-}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 OUT=${OUT:-$CARGO_TARGET_DIR/compare-janus}
 NS=salon-bench-$$
 ADDR=10.99.0.2
 
 [ "$(id -u)" = 0 ] || { echo "run as root: the script makes a network namespace" >&2; exit 1; }
-if ! command -v janus >/dev/null; then
+if [[ " $SERVERS " == *" janus "* ]] && ! command -v janus >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus >/dev/null
 fi
 cargo build --release --quiet --bin salon
@@ -81,15 +86,22 @@ for scenario in $SCENARIOS; do
   read -r -a args <<<"$(scenario_args "$scenario")"
   room="bench-$scenario-$$"
 
-  echo "== $scenario: salon" >&2
-  # Not through in_ns: $! must be the server itself (ip netns exec execs it).
-  ip netns exec "$NS" "$SALON" dev --port 7880 --web-dir /nonexistent >"$OUT/salon-$scenario.log" 2>&1 &
-  SERVER_PID=$!
-  wait_port 7880
-  in_ns "$SALON" load-test --url ws://127.0.0.1:7880 --room "$room" --server-pid "$SERVER_PID" \
-    "${COMMON[@]}" "${args[@]}" >"$OUT/salon-$scenario.json" || true
-  stop_server
+  salons=()
+  [ -n "$BASELINE" ] && salons+=("before=$BASELINE")
+  [[ " $SERVERS " == *" salon "* ]] && salons+=("salon=$SALON")
+  for entry in "${salons[@]}"; do
+    name=${entry%%=*}
+    echo "== $scenario: $name" >&2
+    # Not through in_ns: $! must be the server itself (ip netns exec execs it).
+    ip netns exec "$NS" "${entry#*=}" dev --port 7880 --web-dir /nonexistent >"$OUT/$name-$scenario.log" 2>&1 &
+    SERVER_PID=$!
+    wait_port 7880
+    in_ns "$SALON" load-test --url ws://127.0.0.1:7880 --room "$room" --server-pid "$SERVER_PID" \
+      "${COMMON[@]}" "${args[@]}" >"$OUT/$name-$scenario.json" || true
+    stop_server
+  done
 
+  [[ " $SERVERS " == *" janus "* ]] || continue
   echo "== $scenario: janus" >&2
   ip netns exec "$NS" janus -F "$PWD/benches/janus" -C "$PWD/benches/janus/janus.jcfg" \
     >"$OUT/janus-$scenario.log" 2>&1 &
@@ -117,9 +129,11 @@ print(head)
 print("-" * len(head))
 for scenario in scenarios:
     rows = {}
-    for server in ("salon", "janus"):
+    for server in ("before", "salon", "janus"):
         r = load(server, scenario)
         rows[server] = r
+        if r is None and (server == "before" or server not in os.environ["SERVERS"].split()):
+            continue
         if r is None:
             print(f"{scenario:<10} {server:<6} {'failed: see the log in ' + out}")
             continue
@@ -132,9 +146,10 @@ for scenario in scenarios:
               f"{fmt(r['latency_p50_ms'], '.2f'):>8} {fmt(r['latency_p99_ms'], '.2f'):>8} "
               f"{fmt(s.get('rss_per_subscriber_kb'), '.0f'):>11} {fmt(r['join']['p95_ms'], '.0f') + ' ms':>9} "
               f"{fmt(r['generator_cpu_percent'], '.0f') + ' %':>8}")
-    a, b = rows.get("salon"), rows.get("janus")
-    if a and b and a.get("server") and b.get("server"):
-        x, y = a["server"].get("forwarded_packets_per_cpu_s"), b["server"].get("forwarded_packets_per_cpu_s")
-        if x and y:
-            print(f"{'':<10} salon forwards {x / y:.2f}× Janus's packets per CPU-second")
+    for other, label in (("janus", "Janus's"), ("before", "the baseline's")):
+        a, b = rows.get("salon"), rows.get(other)
+        if a and b and a.get("server") and b.get("server"):
+            x, y = a["server"].get("forwarded_packets_per_cpu_s"), b["server"].get("forwarded_packets_per_cpu_s")
+            if x and y:
+                print(f"{'':<10} salon forwards {x / y:.2f}× {label} packets per CPU-second")
 EOF

@@ -1,6 +1,6 @@
-//! The per-packet cost of forwarding: choose/renumber once per incoming
-//! packet, then per subscriber rewrite the RTP header and SRTP-protect the
-//! packet with that subscriber's keys. Fanned out to 1, 10 and 100
+//! The per-packet cost of forwarding: the fan-out chooses a layer and
+//! renumbers for every subscriber, then per subscriber the RTP header is
+//! rewritten and the packet SRTP-protected with that subscriber's keys. Fanned out to 1, 10 and 100
 //! subscribers, for the two SRTP profiles browsers negotiate.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -10,7 +10,9 @@ use rtc::rtp::header::Header;
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
-use salon_sfu::rewriter::LayerRewriter;
+use salon_common::ParticipantSid;
+use salon_sfu::fanout::Fanout;
+use salon_sfu::rewriter::Rank;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -41,7 +43,10 @@ fn forward(c: &mut Criterion) {
                 .map(|i| subscriber_context(profile, i as u8, &provider))
                 .collect();
             let ssrcs: Vec<u32> = (0..fanout as u32).map(|i| 0x1000 + i).collect();
-            let mut rewriter = LayerRewriter::new();
+            let mut fan: Fanout<usize> = Fanout::new(90_000, None);
+            for i in 0..fanout {
+                fan.add(ParticipantSid::new(format!("PA_{i}")), i);
+            }
             let mut buf = vec![0u8; 12 + PAYLOAD];
             let mut seq: u16 = 0;
             let mut ts: u32 = 0;
@@ -51,27 +56,20 @@ fn forward(c: &mut Criterion) {
                 b.iter(|| {
                     seq = seq.wrapping_add(1);
                     ts = ts.wrapping_add(3000);
-                    let verdict = rewriter.process(now, 7, "f", seq, ts, true);
-                    let salon_sfu::rewriter::Verdict::Forward {
-                        sequence,
-                        timestamp,
-                    } = verdict
-                    else {
-                        return;
-                    };
-                    for (ctx, ssrc) in contexts.iter_mut().zip(&ssrcs) {
+                    fan.on_packet(now, Rank::HIGH, 7, seq, ts, &payload);
+                    for (&i, route) in fan.routes() {
                         let header = Header {
                             version: 2,
                             payload_type: 96,
-                            sequence_number: sequence,
-                            timestamp,
-                            ssrc: *ssrc,
+                            sequence_number: route.sequence,
+                            timestamp: route.timestamp,
+                            ssrc: ssrcs[i],
                             ..Default::default()
                         };
                         let len = header.marshal_size();
                         header.marshal_to(&mut buf[..len]).expect("header");
                         buf[len..len + PAYLOAD].copy_from_slice(&payload);
-                        let out = ctx
+                        let out = contexts[i]
                             .encrypt_rtp_with_header(&buf[..len + PAYLOAD], &header)
                             .expect("protect");
                         black_box(out);

@@ -1,22 +1,22 @@
 //! The async shell around one published track: reads its RTP from the
-//! publisher's connection, lets the `LayerRewriter` choose and renumber, and
-//! writes each forwarded packet to every subscriber's down track.
+//! publisher's connection, lets the `Fanout` choose a layer and renumber for
+//! each subscriber, and writes the packets to their down tracks.
 
-use crate::rewriter::{KeyframeCodec, LayerRewriter, Verdict};
+use crate::fanout::Fanout;
+use crate::rewriter::{Demand, KeyframeCodec, Rank};
+use crate::room::RoomInput;
+use crate::room_task::RoomEvent;
+use crate::speakers::LevelWindow;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use salon_common::ParticipantSid;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-
-/// LiveKit throttles keyframe requests to about one per 500 ms: each one
-/// costs the publisher a large frame.
-const PLI_INTERVAL: Duration = Duration::from_millis(500);
 
 /// One subscriber's copy of the track.
 pub(crate) struct DownTrack {
@@ -28,8 +28,23 @@ pub(crate) struct DownTrack {
 
 pub(crate) enum ForwarderCommand {
     Add(DownTrack),
+    /// The subscriber unsubscribed.
     Remove(ParticipantSid),
-    RequestKeyframe,
+    /// What the subscriber wants of the track (it may come before `Add`).
+    Demand {
+        subscriber: ParticipantSid,
+        demand: Demand,
+    },
+    /// The subscriber lost its picture.
+    RequestKeyframe(ParticipantSid),
+}
+
+/// Where an audio track's levels go: the room, as its publisher's.
+pub(crate) struct LevelSink {
+    pub(crate) room: mpsc::UnboundedSender<RoomEvent>,
+    pub(crate) publisher: ParticipantSid,
+    /// The id the publisher's connection gave the audio level extension.
+    pub(crate) ext_id: u8,
 }
 
 /// What the room keeps of a forwarder: a way to command it, and the codec
@@ -50,7 +65,10 @@ impl ForwarderHandle {
 
 /// Waits for the track's first layer to open, then returns the codec and a
 /// handle while forwarding goes on in a task of its own.
-pub(crate) async fn start(track: Arc<dyn TrackRemote>) -> Option<ForwarderHandle> {
+pub(crate) async fn start(
+    track: Arc<dyn TrackRemote>,
+    levels: Option<LevelSink>,
+) -> Option<ForwarderHandle> {
     let mut rids: HashMap<u32, String> = HashMap::new();
     let (ssrc, codec) = loop {
         match track.poll().await? {
@@ -79,7 +97,9 @@ pub(crate) async fn start(track: Arc<dyn TrackRemote>) -> Option<ForwarderHandle
     } else {
         None
     };
-    tokio::spawn(run(track, rx, rids, keyframe_codec, is_video));
+    let fanout = Fanout::new(codec.clock_rate, keyframe_codec);
+    let levels = levels.filter(|_| !is_video);
+    tokio::spawn(run(track, rx, rids, fanout, levels));
     Some(handle)
 }
 
@@ -87,29 +107,26 @@ async fn run(
     track: Arc<dyn TrackRemote>,
     mut commands: mpsc::UnboundedReceiver<ForwarderCommand>,
     mut rids: HashMap<u32, String>,
-    keyframe_codec: Option<KeyframeCodec>,
-    is_video: bool,
+    mut fanout: Fanout<DownTrack>,
+    levels: Option<LevelSink>,
 ) {
-    let mut rewriter = LayerRewriter::new();
-    let mut down: Vec<DownTrack> = Vec::new();
-    let mut last_pli: Option<Instant> = None;
+    let mut window = LevelWindow::default();
     loop {
         tokio::select! {
-            command = commands.recv() => match command {
-                None => break,
-                Some(ForwarderCommand::Add(d)) => {
-                    down.retain(|x| x.subscriber != d.subscriber);
-                    down.push(d);
-                    if is_video {
-                        request_keyframe(&track, rewriter.current_ssrc(), &mut last_pli, true).await;
+            command = commands.recv() => {
+                let now = Instant::now();
+                match command {
+                    None => break,
+                    Some(ForwarderCommand::Add(d)) => fanout.add(d.subscriber.clone(), d),
+                    Some(ForwarderCommand::Remove(subscriber)) => fanout.forget(&subscriber),
+                    Some(ForwarderCommand::Demand { subscriber, demand }) => {
+                        fanout.set_demand(&subscriber, demand);
                     }
-                }
-                Some(ForwarderCommand::Remove(subscriber)) => {
-                    down.retain(|x| x.subscriber != subscriber);
-                }
-                Some(ForwarderCommand::RequestKeyframe) => {
-                    tracing::trace!("a subscriber asked for a keyframe");
-                    request_keyframe(&track, rewriter.current_ssrc(), &mut last_pli, false).await;
+                    Some(ForwarderCommand::RequestKeyframe(subscriber)) => {
+                        if let Some(ssrc) = fanout.keyframe_lost(now, &subscriber) {
+                            request_keyframe(&track, ssrc).await;
+                        }
+                    }
                 }
             },
             event = track.poll() => match event {
@@ -118,38 +135,44 @@ async fn run(
                     rids.insert(init.ssrc, init.rid.unwrap_or_default());
                 }
                 Some(TrackRemoteEvent::OnRtpPacket(mut packet)) => {
+                    let now = Instant::now();
                     let ssrc = packet.header.ssrc;
-                    let rid = rids.get(&ssrc).map(String::as_str).unwrap_or("");
-                    let keyframe =
-                        keyframe_codec.is_none_or(|c| c.is_keyframe(&packet.payload));
-                    let verdict = rewriter.process(
-                        Instant::now(),
+                    let rank = rids.get(&ssrc).map_or(Rank::SINGLE, |rid| Rank::of_rid(rid));
+                    if let Some(sink) = &levels
+                        && let Some(level) = packet.header.get_extension(sink.ext_id)
+                        && let Some(&byte) = level.first()
+                        && let Some(sum) = window.observe(now, byte & 0x7f)
+                    {
+                        let _ = sink.room.send(RoomEvent::Input(RoomInput::AudioLevel {
+                            sid: sink.publisher.clone(),
+                            sum,
+                        }));
+                    }
+                    fanout.on_packet(
+                        now,
+                        rank,
                         ssrc,
-                        rid,
                         packet.header.sequence_number,
                         packet.header.timestamp,
-                        keyframe,
+                        &packet.payload,
                     );
-                    if let Some(wanted) = rewriter.wanted_keyframe() {
-                        request_keyframe(&track, Some(wanted), &mut last_pli, false).await;
-                    }
-                    let Verdict::Forward { sequence, timestamp } = verdict else {
-                        continue;
-                    };
-                    packet.header.sequence_number = sequence;
-                    packet.header.timestamp = timestamp;
                     // Extension ids are negotiated per connection; the publisher's
                     // mean nothing to a subscriber.
                     packet.header.extension = false;
                     packet.header.extensions.clear();
                     packet.header.extensions_padding = 0;
-                    for d in &down {
+                    for (d, route) in fanout.routes() {
                         let mut out = packet.clone();
+                        out.header.sequence_number = route.sequence;
+                        out.header.timestamp = route.timestamp;
                         out.header.ssrc = d.ssrc;
                         out.header.payload_type = d.payload_type;
                         if let Err(err) = d.local.write_rtp(out).await {
                             tracing::trace!(%err, "down track write failed");
                         }
+                    }
+                    while let Some(ssrc) = fanout.poll_keyframe_request(now) {
+                        request_keyframe(&track, ssrc).await;
                     }
                 }
                 Some(_) => {}
@@ -159,20 +182,7 @@ async fn run(
     tracing::debug!("track forwarding ended");
 }
 
-async fn request_keyframe(
-    track: &Arc<dyn TrackRemote>,
-    ssrc: Option<u32>,
-    last: &mut Option<Instant>,
-    force: bool,
-) {
-    let Some(media_ssrc) = ssrc else {
-        return;
-    };
-    let now = Instant::now();
-    if !force && last.is_some_and(|t| now.duration_since(t) < PLI_INTERVAL) {
-        return;
-    }
-    *last = Some(now);
+async fn request_keyframe(track: &Arc<dyn TrackRemote>, media_ssrc: u32) {
     let pli = PictureLossIndication {
         sender_ssrc: 0,
         media_ssrc,

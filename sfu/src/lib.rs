@@ -2,6 +2,7 @@
 //! machines; `room_task`, `participant` and `forwarder` are the tokio shells
 //! that own sockets, peer connections and the clock.
 
+pub mod fanout;
 pub mod feedback;
 mod forwarder;
 pub mod negotiation;
@@ -11,6 +12,7 @@ pub mod rewriter;
 pub mod room;
 mod room_task;
 pub mod sdp;
+pub mod speakers;
 
 pub use node::{JoinParams, Node, NodeConfig, NodeError, Session};
 pub use participant::{apply_local, setting_engine};

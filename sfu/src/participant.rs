@@ -3,7 +3,7 @@
 //! signal protocol with the client and carries out the room's commands.
 
 use crate::feedback::{FEEDBACK_SLOT, KeyframeRequestTap};
-use crate::forwarder::{self, DownTrack, ForwarderCommand, ForwarderHandle};
+use crate::forwarder::{self, DownTrack, ForwarderCommand, ForwarderHandle, LevelSink};
 use crate::negotiation::Negotiation;
 use crate::room::RoomInput;
 use crate::room_task::RoomEvent;
@@ -122,6 +122,8 @@ pub fn setting_engine() -> webrtc::peer_connection::SettingEngine {
         .build()
 }
 
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
 async fn new_peer_connection(
     bind_ip: IpAddr,
     handler: PcHandler,
@@ -143,6 +145,14 @@ async fn new_peer_connection(
             None,
         )?;
     }
+    // Microphones' levels tell who is speaking.
+    media.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
     let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
     if let Some(tx) = keyframe_requests {
         registry = registry.with(Slot::from(FEEDBACK_SLOT), KeyframeRequestTap::new(tx));
@@ -194,6 +204,8 @@ struct Session {
     preferred_codecs: HashMap<String, String>,
     /// Candidates that came before the description they belong to.
     early_candidates: Vec<(lk::SignalTarget, RTCIceCandidateInit)>,
+    /// The id the publisher connection's last answer gave the audio level extension.
+    audio_level_ext: Option<u8>,
 }
 
 /// Runs one participant's session until the client leaves, the room
@@ -252,6 +264,7 @@ pub(crate) async fn run(parts: SessionParts) {
         publishing: std::collections::HashSet::new(),
         preferred_codecs: HashMap::new(),
         early_candidates: Vec::new(),
+        audio_level_ext: None,
     };
     // The handlers hold the senders of peer connection events from here on.
     drop(pc_tx);
@@ -366,6 +379,10 @@ impl Session {
                     subscribe: update.subscribe,
                 });
             }
+            Req::TrackSetting(settings) => self.to_room(RoomInput::TrackSettings {
+                sid: self.sid.clone(),
+                settings,
+            }),
             Req::UpdateMetadata(update) => self.to_room(RoomInput::UpdateMetadata {
                 sid: self.sid.clone(),
                 update,
@@ -399,6 +416,7 @@ impl Session {
         let sdp = apply_local(&self.publisher, answer).await?;
         // Browsers send the answer's first codec: put the one asked for there.
         let sdp = crate::sdp::prefer_codecs(&sdp, &offer_sdp, &self.preferred_codecs);
+        self.audio_level_ext = crate::sdp::extmap_id(&sdp, AUDIO_LEVEL_URI);
         self.send(Resp::Answer(lk::SessionDescription {
             r#type: "answer".to_owned(),
             sdp,
@@ -514,7 +532,9 @@ impl Session {
     /// The subscriber lost video on `ssrc` and wants a keyframe.
     fn keyframe_requested(&self, ssrc: u32) {
         if let Some(entry) = self.down.values().find(|e| e.ssrc == ssrc && e.attached) {
-            entry.forwarder.send(ForwarderCommand::RequestKeyframe);
+            entry
+                .forwarder
+                .send(ForwarderCommand::RequestKeyframe(self.sid.clone()));
         }
     }
 
@@ -599,8 +619,13 @@ impl Session {
                 let publisher = self.sid.clone();
                 let cid = track.track_id().await;
                 self.publishing.insert(cid.clone());
+                let levels = self.audio_level_ext.map(|ext_id| LevelSink {
+                    room: room.clone(),
+                    publisher: publisher.clone(),
+                    ext_id,
+                });
                 tokio::spawn(async move {
-                    if let Some(forwarder) = forwarder::start(track).await {
+                    if let Some(forwarder) = forwarder::start(track, levels).await {
                         let _ = room.send(RoomEvent::Media {
                             publisher,
                             cid,

@@ -1,21 +1,111 @@
 //! Turns the packets of one published track (possibly several simulcast
 //! layers, each with its own SSRC, sequence and timestamp space) into one
-//! continuous stream for subscribers. Sans-IO and allocation-free.
+//! continuous stream per subscriber, of the layer that subscriber should get.
+//! Sans-IO and allocation-free.
 
+use livekit_protocol as lk;
 use std::time::{Duration, Instant};
 
 /// A layer that sent nothing for this long is taken as stopped (publishers
-/// drop their top layers when their uplink shrinks), and a lower one may
-/// replace it.
+/// drop their top layers when their uplink shrinks, and dynacast pauses the
+/// ones nobody watches), and another may replace it.
 const STALL: Duration = Duration::from_millis(1000);
 
-/// LiveKit's rids, lowest quality first.
-fn rid_rank(rid: &str) -> u8 {
-    match rid {
-        "q" => 1,
-        "h" => 2,
-        "f" => 3,
-        _ => 0,
+/// A simulcast layer's place in quality order: `SINGLE` for a stream without
+/// simulcast, then LiveKit's rids `q`, `h` and `f`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rank(u8);
+
+impl Rank {
+    pub const SINGLE: Rank = Rank(0);
+    pub const LOW: Rank = Rank(1);
+    pub const MEDIUM: Rank = Rank(2);
+    pub const HIGH: Rank = Rank(3);
+    const COUNT: usize = 4;
+
+    /// The rank of a layer by its rid; livekit-client names its layers
+    /// `q`, `h`, `f` from the lowest up, whatever their number.
+    pub fn of_rid(rid: &str) -> Rank {
+        match rid {
+            "q" => Rank::LOW,
+            "h" => Rank::MEDIUM,
+            "f" => Rank::HIGH,
+            _ => Rank::SINGLE,
+        }
+    }
+
+    /// The rank of a LiveKit video quality; `None` for `OFF`.
+    pub fn of_quality(quality: lk::VideoQuality) -> Option<Rank> {
+        match quality {
+            lk::VideoQuality::Low => Some(Rank::LOW),
+            lk::VideoQuality::Medium => Some(Rank::MEDIUM),
+            lk::VideoQuality::High => Some(Rank::HIGH),
+            lk::VideoQuality::Off => None,
+        }
+    }
+
+    /// The LiveKit quality of a simulcast rank (a single stream counts as high).
+    pub fn quality(self) -> lk::VideoQuality {
+        match self {
+            Rank::LOW => lk::VideoQuality::Low,
+            Rank::MEDIUM => lk::VideoQuality::Medium,
+            _ => lk::VideoQuality::High,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        usize::from(self.0).min(Self::COUNT - 1)
+    }
+}
+
+/// What a subscriber wants of a track: nothing (its element is hidden, or
+/// it disabled the track), or layers up to a rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Demand {
+    Paused,
+    UpTo(Rank),
+}
+
+impl Demand {
+    /// A new subscription gets the best layer until it says otherwise, as in LiveKit.
+    pub const DEFAULT: Demand = Demand::UpTo(Rank::HIGH);
+}
+
+/// The layers of one track the publisher is sending right now.
+#[derive(Debug, Default, Clone)]
+pub struct LayerTable {
+    seen: [Option<Seen>; Rank::COUNT],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    ssrc: u32,
+    at: Instant,
+}
+
+impl LayerTable {
+    /// Notes a packet of layer `rank` on `ssrc`.
+    pub fn observe(&mut self, now: Instant, rank: Rank, ssrc: u32) {
+        self.seen[rank.index()] = Some(Seen { ssrc, at: now });
+    }
+
+    fn live(&self, now: Instant, index: usize) -> Option<u32> {
+        self.seen[index]
+            .filter(|s| now.saturating_duration_since(s.at) <= STALL)
+            .map(|s| s.ssrc)
+    }
+
+    /// The layer to send to a subscriber that takes layers up to `cap`: the
+    /// best live one at or below it, else the lowest live one above it (a
+    /// larger picture beats none).
+    pub fn choose(&self, now: Instant, cap: Rank) -> Option<(Rank, u32)> {
+        let below = (0..=cap.index())
+            .rev()
+            .find_map(|i| self.live(now, i).map(|ssrc| (i, ssrc)));
+        let chosen = below.or_else(|| {
+            (cap.index() + 1..Rank::COUNT).find_map(|i| self.live(now, i).map(|ssrc| (i, ssrc)))
+        });
+        chosen.map(|(i, ssrc)| (Rank(i as u8), ssrc))
     }
 }
 
@@ -111,95 +201,122 @@ fn h264_keyframe(payload: &[u8]) -> bool {
     }
 }
 
-/// What to do with one incoming packet.
+/// What to do with one incoming packet for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Forward with these sequence number and timestamp.
     Forward { sequence: u16, timestamp: u32 },
-    /// Not the layer being sent.
+    /// Not for this subscriber: another layer, or it paused the track.
     Drop,
 }
 
-/// Chooses which layer of a track to forward and rewrites sequence numbers and
-/// timestamps so that layer switches look like one stream to the decoder.
+/// One subscriber's view of a track: which layer it gets, and the sequence
+/// and timestamp rewrite that makes layer switches and pauses look like one
+/// stream to its decoder.
 ///
-/// This first version picks the best layer the publisher sends, moves to a
-/// better one when it appears and to a lower one when the current stops,
-/// always on a keyframe.
-#[derive(Debug, Default)]
+/// It follows the layer the `LayerTable` chooses for its demand, and
+/// switches only on a keyframe of the new layer, sending the old one until
+/// then so the picture never freezes for longer than a keyframe takes.
+#[derive(Debug)]
 pub struct LayerRewriter {
-    current: Option<Layer>,
-    /// A better layer seen since the last switch; switch on its next keyframe.
-    target: Option<u32>,
-    target_rank: u8,
+    demand: Demand,
+    clock_rate: u32,
+    current: Option<Current>,
+    /// The layer to switch to on its next keyframe.
+    target: Option<(Rank, u32)>,
     last_out_seq: u16,
     last_out_ts: u32,
-    started: bool,
+    last_out_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Layer {
+struct Current {
+    rank: Rank,
     ssrc: u32,
-    rank: u8,
+    /// The incoming sequence number the switch happened at; packets of the
+    /// layer from before it were never forwarded and must stay so.
+    first_seq: u16,
     seq_offset: u16,
     ts_offset: u32,
-    last_seen: Instant,
 }
 
 impl LayerRewriter {
-    pub fn new() -> Self {
-        Self::default()
+    /// A rewriter for a stream whose RTP clock runs at `clock_rate` Hz.
+    pub fn new(clock_rate: u32, demand: Demand) -> Self {
+        Self {
+            demand,
+            clock_rate: clock_rate.max(1),
+            current: None,
+            target: None,
+            last_out_seq: 0,
+            last_out_ts: 0,
+            last_out_at: None,
+        }
     }
 
-    /// The SSRC the rewriter waits on a keyframe from, if it wants one; the
-    /// caller asks the publisher for it (PLI).
-    pub fn wanted_keyframe(&self) -> Option<u32> {
+    pub fn demand(&self) -> Demand {
+        self.demand
+    }
+
+    /// Changes what the subscriber wants; takes effect with the next packet
+    /// (at once for a pause, on a keyframe for anything else).
+    pub fn set_demand(&mut self, demand: Demand) {
+        self.demand = demand;
+        if demand == Demand::Paused {
+            self.current = None;
+            self.target = None;
+        }
+    }
+
+    /// The layer the rewriter waits on a keyframe from, if any; the caller
+    /// asks the publisher for it (PLI).
+    pub fn wanted_keyframe(&self) -> Option<(Rank, u32)> {
         self.target
     }
 
-    /// The SSRC of the layer being forwarded, if any.
-    pub fn current_ssrc(&self) -> Option<u32> {
-        self.current.map(|c| c.ssrc)
+    /// The layer being forwarded, if any.
+    pub fn current_layer(&self) -> Option<(Rank, u32)> {
+        self.current.map(|c| (c.rank, c.ssrc))
     }
 
-    /// Handles a packet of layer `rid` and SSRC `ssrc`.
+    /// Handles a packet on `ssrc`; `layers` has already seen it.
     pub fn process(
         &mut self,
         now: Instant,
+        layers: &LayerTable,
         ssrc: u32,
-        rid: &str,
         sequence: u16,
         timestamp: u32,
         keyframe: bool,
     ) -> Verdict {
-        let rank = rid_rank(rid);
+        let Demand::UpTo(cap) = self.demand else {
+            return Verdict::Drop;
+        };
+        let wanted = layers.choose(now, cap);
         let on_current = self.current.is_some_and(|c| c.ssrc == ssrc);
+        self.target = wanted.filter(|&(_, w)| Some(w) != self.current.map(|c| c.ssrc));
         if !on_current {
-            let better = self.current.is_none_or(|c| rank > c.rank);
-            let stalled = self
-                .current
-                .is_none_or(|c| now.saturating_duration_since(c.last_seen) > STALL);
-            let best_candidate = self.target.is_none() || rank >= self.target_rank;
-            if (better || stalled) && best_candidate {
-                self.target = Some(ssrc);
-                self.target_rank = rank;
-            }
-            if self.target == Some(ssrc) && keyframe {
-                self.switch_to(now, ssrc, rank, sequence, timestamp);
+            if let Some((rank, _)) = self.target.filter(|&(_, w)| w == ssrc && keyframe) {
+                self.switch_to(now, rank, ssrc, sequence, timestamp);
+                self.target = None;
             } else {
                 return Verdict::Drop;
             }
         }
-        let Some(layer) = self.current.as_mut() else {
+        let Some(layer) = self.current else {
             return Verdict::Drop;
         };
-        layer.last_seen = now;
+        if (sequence.wrapping_sub(layer.first_seq) as i16) < 0 {
+            // Late packet from before the switch: its number is taken.
+            return Verdict::Drop;
+        }
         let out_seq = sequence.wrapping_add(layer.seq_offset);
         let out_ts = timestamp.wrapping_add(layer.ts_offset);
         let seq_delta = out_seq.wrapping_sub(self.last_out_seq);
         if seq_delta != 0 && seq_delta < 0x8000 {
             self.last_out_seq = out_seq;
             self.last_out_ts = out_ts;
+            self.last_out_at = Some(now);
         }
         Verdict::Forward {
             sequence: out_seq,
@@ -207,29 +324,32 @@ impl LayerRewriter {
         }
     }
 
-    fn switch_to(&mut self, now: Instant, ssrc: u32, rank: u8, sequence: u16, timestamp: u32) {
-        let (seq_offset, ts_offset) = if self.started {
-            // Continue right after the last packet sent; one frame later at 90 kHz/30 fps.
-            let next_seq = self.last_out_seq.wrapping_add(1);
-            let next_ts = self.last_out_ts.wrapping_add(3000);
-            (
-                next_seq.wrapping_sub(sequence),
-                next_ts.wrapping_sub(timestamp),
-            )
-        } else {
-            (0, 0)
+    fn switch_to(&mut self, now: Instant, rank: Rank, ssrc: u32, sequence: u16, timestamp: u32) {
+        let (seq_offset, ts_offset) = match self.last_out_at {
+            Some(last) => {
+                // Continue right after the last packet sent, as much later in
+                // media time as it is in wall time (at least one tick, so the
+                // decoder sees a new frame).
+                let elapsed = now.saturating_duration_since(last);
+                let ticks = (elapsed.as_micros() * u128::from(self.clock_rate) / 1_000_000)
+                    .clamp(1, u128::from(u32::MAX / 2)) as u32;
+                let next_seq = self.last_out_seq.wrapping_add(1);
+                let next_ts = self.last_out_ts.wrapping_add(ticks);
+                (
+                    next_seq.wrapping_sub(sequence),
+                    next_ts.wrapping_sub(timestamp),
+                )
+            }
+            None => (0, 0),
         };
-        self.started = true;
-        self.current = Some(Layer {
-            ssrc,
+        self.current = Some(Current {
             rank,
+            ssrc,
+            first_seq: sequence,
             seq_offset,
             ts_offset,
-            last_seen: now,
         });
         self.last_out_seq = sequence.wrapping_add(seq_offset).wrapping_sub(1);
-        self.target = None;
-        self.target_rank = 0;
     }
 }
 

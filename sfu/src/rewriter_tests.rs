@@ -43,35 +43,44 @@ fn h264_keyframes_are_recognised_in_each_packetization() {
     assert!(!KeyframeCodec::H264.is_keyframe(&[0x18, 0xff]));
 }
 
-/// Feeds packets and returns the forwarded (seq, ts) pairs.
-fn run(r: &mut LayerRewriter, packets: &[(u32, &str, u16, u32, bool)]) -> Vec<(u16, u32)> {
-    run_at(r, Instant::now(), packets)
+/// A subscriber's rewriter with the track's layer table, as the fan-out has them.
+struct Sub {
+    layers: LayerTable,
+    r: LayerRewriter,
 }
 
-fn run_at(
-    r: &mut LayerRewriter,
-    now: Instant,
-    packets: &[(u32, &str, u16, u32, bool)],
-) -> Vec<(u16, u32)> {
-    packets
-        .iter()
-        .filter_map(
-            |&(ssrc, rid, seq, ts, key)| match r.process(now, ssrc, rid, seq, ts, key) {
-                Verdict::Forward {
-                    sequence,
-                    timestamp,
-                } => Some((sequence, timestamp)),
-                Verdict::Drop => None,
-            },
-        )
-        .collect()
+impl Sub {
+    fn new(demand: Demand) -> Self {
+        Self {
+            layers: LayerTable::default(),
+            r: LayerRewriter::new(90_000, demand),
+        }
+    }
+
+    /// Feeds packets (ssrc, rid, seq, ts, keyframe) at `now`; returns the
+    /// forwarded (seq, ts) pairs.
+    fn feed(&mut self, now: Instant, packets: &[(u32, &str, u16, u32, bool)]) -> Vec<(u16, u32)> {
+        packets
+            .iter()
+            .filter_map(|&(ssrc, rid, seq, ts, key)| {
+                self.layers.observe(now, Rank::of_rid(rid), ssrc);
+                match self.r.process(now, &self.layers, ssrc, seq, ts, key) {
+                    Verdict::Forward {
+                        sequence,
+                        timestamp,
+                    } => Some((sequence, timestamp)),
+                    Verdict::Drop => None,
+                }
+            })
+            .collect()
+    }
 }
 
 #[test]
 fn forwarding_waits_for_a_keyframe() {
-    let mut r = LayerRewriter::new();
-    let out = run(
-        &mut r,
+    let mut s = Sub::new(Demand::DEFAULT);
+    let out = s.feed(
+        Instant::now(),
         &[
             (1, "", 10, 100, false),
             (1, "", 11, 100, true),
@@ -83,9 +92,10 @@ fn forwarding_waits_for_a_keyframe() {
 
 #[test]
 fn a_better_layer_is_taken_on_its_keyframe_with_continuous_numbering() {
-    let mut r = LayerRewriter::new();
-    let out = run(
-        &mut r,
+    let t0 = Instant::now();
+    let mut s = Sub::new(Demand::DEFAULT);
+    let out = s.feed(
+        t0,
         &[
             (1, "q", 100, 1000, true),
             (1, "q", 101, 4000, false),
@@ -94,9 +104,10 @@ fn a_better_layer_is_taken_on_its_keyframe_with_continuous_numbering() {
         ],
     );
     assert_eq!(out, vec![(100, 1000), (101, 4000)]);
-    assert_eq!(r.wanted_keyframe(), Some(3));
-    let out = run(
-        &mut r,
+    assert_eq!(s.r.wanted_keyframe(), Some((Rank::HIGH, 3)));
+    let t1 = t0 + Duration::from_millis(33);
+    let out = s.feed(
+        t1,
         &[
             (1, "q", 102, 7000, false),
             (3, "f", 5001, 903_000, true),
@@ -104,16 +115,18 @@ fn a_better_layer_is_taken_on_its_keyframe_with_continuous_numbering() {
             (1, "q", 103, 10_000, false),
         ],
     );
-    // q's 102 went out; then f continues at 103, one frame later, and q stops.
-    assert_eq!(out, vec![(102, 7000), (103, 10_000), (104, 13_000)]);
-    assert_eq!(r.wanted_keyframe(), None);
+    // q's 102 went out; then f continues at 103, as much later in media time
+    // as in wall time (0 ms here: one tick), and q stops.
+    assert_eq!(out, vec![(102, 7000), (103, 7001), (104, 10_001)]);
+    assert_eq!(s.r.wanted_keyframe(), None);
+    assert_eq!(s.r.current_layer(), Some((Rank::HIGH, 3)));
 }
 
 #[test]
 fn a_worse_layer_never_takes_over() {
-    let mut r = LayerRewriter::new();
-    let out = run(
-        &mut r,
+    let mut s = Sub::new(Demand::DEFAULT);
+    let out = s.feed(
+        Instant::now(),
         &[
             (3, "f", 1, 10, true),
             (1, "q", 50, 70, true),
@@ -124,10 +137,69 @@ fn a_worse_layer_never_takes_over() {
 }
 
 #[test]
+fn a_capped_subscriber_gets_the_best_layer_under_its_cap() {
+    let now = Instant::now();
+    let mut s = Sub::new(Demand::UpTo(Rank::MEDIUM));
+    let out = s.feed(
+        now,
+        &[
+            (3, "f", 1, 10, true),
+            (2, "h", 20, 10, true),
+            (1, "q", 30, 10, true),
+            (3, "f", 2, 20, false),
+            (2, "h", 21, 20, false),
+        ],
+    );
+    // f came first (better than nothing), then h, which it is from its keyframe
+    // on; numbering runs on without a gap.
+    assert_eq!(out, vec![(1, 10), (2, 11), (3, 21)]);
+    assert_eq!(s.r.current_layer(), Some((Rank::MEDIUM, 2)));
+}
+
+#[test]
+fn a_lower_cap_keeps_the_old_layer_until_the_new_keyframe() {
+    let t0 = Instant::now();
+    let mut s = Sub::new(Demand::DEFAULT);
+    s.feed(t0, &[(3, "f", 1, 0, true), (1, "q", 100, 0, true)]);
+    s.r.set_demand(Demand::UpTo(Rank::LOW));
+    // No freeze: f goes on until q's keyframe.
+    let out = s.feed(t0, &[(3, "f", 2, 3000, false), (1, "q", 101, 3000, false)]);
+    assert_eq!(out, vec![(2, 3000)]);
+    assert_eq!(s.r.wanted_keyframe(), Some((Rank::LOW, 1)));
+    let t1 = t0 + Duration::from_millis(100);
+    let out = s.feed(t1, &[(1, "q", 102, 9000, true), (3, "f", 3, 6000, false)]);
+    // q's keyframe follows f's 2 at 3, 100 ms (9000 ticks) later; f stops.
+    assert_eq!(out, vec![(3, 12_000)]);
+}
+
+#[test]
+fn a_pause_stops_the_stream_and_a_resume_continues_it_on_a_keyframe() {
+    let t0 = Instant::now();
+    let mut s = Sub::new(Demand::DEFAULT);
+    assert_eq!(s.feed(t0, &[(1, "", 10, 0, true)]), vec![(10, 0)]);
+    s.r.set_demand(Demand::Paused);
+    assert!(s.feed(t0, &[(1, "", 11, 3000, true)]).is_empty());
+    assert_eq!(
+        s.r.wanted_keyframe(),
+        None,
+        "a paused subscriber asks for nothing"
+    );
+    let t1 = t0 + Duration::from_secs(2);
+    s.r.set_demand(Demand::UpTo(Rank::HIGH));
+    assert!(s.feed(t1, &[(1, "", 50, 180_000, false)]).is_empty());
+    assert_eq!(s.r.wanted_keyframe(), Some((Rank::SINGLE, 1)));
+    // Two seconds later in wall time, 180 000 ticks later in media time.
+    assert_eq!(
+        s.feed(t1, &[(1, "", 51, 183_000, true)]),
+        vec![(11, 180_000)]
+    );
+}
+
+#[test]
 fn sequence_numbers_wrap_without_gaps() {
-    let mut r = LayerRewriter::new();
-    let out = run(
-        &mut r,
+    let mut s = Sub::new(Demand::DEFAULT);
+    let out = s.feed(
+        Instant::now(),
         &[
             (1, "", 65534, 0, true),
             (1, "", 65535, 1, false),
@@ -139,9 +211,9 @@ fn sequence_numbers_wrap_without_gaps() {
 
 #[test]
 fn lost_and_reordered_packets_keep_their_relative_numbers() {
-    let mut r = LayerRewriter::new();
-    let out = run(
-        &mut r,
+    let mut s = Sub::new(Demand::DEFAULT);
+    let out = s.feed(
+        Instant::now(),
         &[
             (1, "", 10, 0, true),
             (1, "", 12, 0, false),
@@ -153,26 +225,57 @@ fn lost_and_reordered_packets_keep_their_relative_numbers() {
 }
 
 #[test]
+fn a_late_packet_from_before_a_switch_is_not_forwarded() {
+    let t0 = Instant::now();
+    let mut s = Sub::new(Demand::DEFAULT);
+    s.feed(t0, &[(1, "q", 1, 0, true), (1, "q", 2, 0, false)]);
+    let out = s.feed(t0, &[(3, "f", 101, 10, true), (3, "f", 100, 5, false)]);
+    // 100 came after the switch at 101: its number would collide with q's.
+    assert_eq!(out, vec![(3, 1)]);
+}
+
+#[test]
 fn when_the_current_layer_stops_a_lower_one_takes_over_on_its_keyframe() {
     let t0 = Instant::now();
-    let mut r = LayerRewriter::new();
-    let out = run_at(
-        &mut r,
-        t0,
-        &[(3, "f", 1, 10, true), (3, "f", 2, 3010, false)],
-    );
+    let mut s = Sub::new(Demand::DEFAULT);
+    let out = s.feed(t0, &[(3, "f", 1, 10, true), (3, "f", 2, 3010, false)]);
     assert_eq!(out, vec![(1, 10), (2, 3010)]);
     // "h" keeps coming, "f" went quiet: within a second nothing changes...
     let t1 = t0 + Duration::from_millis(500);
-    assert!(run_at(&mut r, t1, &[(2, "h", 70, 500, true)]).is_empty());
+    assert!(s.feed(t1, &[(2, "h", 70, 500, true)]).is_empty());
     // ...after it, "h" is wanted and taken on its next keyframe.
     let t2 = t0 + Duration::from_millis(1500);
-    assert!(run_at(&mut r, t2, &[(2, "h", 71, 600, false)]).is_empty());
-    assert_eq!(r.wanted_keyframe(), Some(2));
-    let out = run_at(
-        &mut r,
-        t2,
-        &[(2, "h", 72, 700, true), (2, "h", 73, 800, false)],
-    );
-    assert_eq!(out, vec![(3, 6010), (4, 6110)]);
+    assert!(s.feed(t2, &[(2, "h", 71, 600, false)]).is_empty());
+    assert_eq!(s.r.wanted_keyframe(), Some((Rank::MEDIUM, 2)));
+    let out = s.feed(t2, &[(2, "h", 72, 700, true), (2, "h", 73, 800, false)]);
+    // 1.5 s after f's last packet: 135 000 ticks on.
+    assert_eq!(out, vec![(3, 138_010), (4, 138_110)]);
+}
+
+#[test]
+fn choose_prefers_the_best_live_layer_under_the_cap_then_the_lowest_above() {
+    let t0 = Instant::now();
+    let mut table = LayerTable::default();
+    table.observe(t0, Rank::MEDIUM, 2);
+    table.observe(t0, Rank::HIGH, 3);
+    assert_eq!(table.choose(t0, Rank::HIGH), Some((Rank::HIGH, 3)));
+    assert_eq!(table.choose(t0, Rank::MEDIUM), Some((Rank::MEDIUM, 2)));
+    // No q layer: the lowest above the cap beats nothing.
+    assert_eq!(table.choose(t0, Rank::LOW), Some((Rank::MEDIUM, 2)));
+    // Two seconds on, only f is still sent.
+    let t1 = t0 + Duration::from_secs(2);
+    table.observe(t1, Rank::HIGH, 3);
+    assert_eq!(table.choose(t1, Rank::MEDIUM), Some((Rank::HIGH, 3)));
+    assert_eq!(table.choose(t1 + Duration::from_secs(2), Rank::HIGH), None);
+}
+
+#[test]
+fn ranks_follow_livekit_rids_and_qualities() {
+    assert_eq!(Rank::of_rid("q"), Rank::LOW);
+    assert_eq!(Rank::of_rid("h"), Rank::MEDIUM);
+    assert_eq!(Rank::of_rid("f"), Rank::HIGH);
+    assert_eq!(Rank::of_rid(""), Rank::SINGLE);
+    assert_eq!(Rank::of_quality(lk::VideoQuality::Low), Some(Rank::LOW));
+    assert_eq!(Rank::of_quality(lk::VideoQuality::Off), None);
+    assert_eq!(Rank::HIGH.quality(), lk::VideoQuality::High);
 }

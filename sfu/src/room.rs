@@ -3,9 +3,11 @@
 //! room task (`room_task.rs`) feeds it inputs with an `Instant` and carries
 //! out the outputs it queues.
 
+use crate::rewriter::{Demand, Rank};
+use crate::speakers::{Speakers, WindowSum};
 use livekit_protocol as lk;
 use salon_common::{ParticipantIdentity, ParticipantSid, RoomName, RoomSid, TrackSid, new_sid};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Why the room refused an input. Peers see these as signal errors, admins as
@@ -117,6 +119,17 @@ pub enum RoomInput {
         tracks: Vec<TrackSid>,
         subscribe: bool,
     },
+    /// What a subscriber wants of tracks it receives: `setVideoQuality`, the
+    /// size of the element showing it, or nothing (adaptive stream).
+    TrackSettings {
+        sid: ParticipantSid,
+        settings: lk::UpdateTrackSettings,
+    },
+    /// A window of a participant's microphone levels ended.
+    AudioLevel {
+        sid: ParticipantSid,
+        sum: WindowSum,
+    },
     /// Admin: RemoveParticipant.
     Remove {
         identity: ParticipantIdentity,
@@ -161,6 +174,12 @@ pub enum RoomOutput {
         publisher: ParticipantSid,
         track: lk::TrackInfo,
     },
+    /// What `subscriber` wants of `track` changed.
+    SetDemand {
+        subscriber: ParticipantSid,
+        track: TrackSid,
+        demand: Demand,
+    },
     /// Stop sending `track` to `subscriber`.
     Unsubscribe {
         subscriber: ParticipantSid,
@@ -185,7 +204,8 @@ struct Participant {
     pending: HashMap<String, lk::TrackInfo>,
     /// Published tracks by the cid their client knows them by.
     cids: HashMap<String, TrackSid>,
-    subscriptions: HashSet<TrackSid>,
+    /// What this participant receives, and what it wants of each.
+    subscriptions: HashMap<TrackSid, Demand>,
 }
 
 /// The state machine of one room.
@@ -201,6 +221,10 @@ pub struct Room {
     empty_since: Option<Instant>,
     closed: bool,
     outputs: VecDeque<RoomOutput>,
+    /// Per video track, the best layer some subscriber wants, as last told to
+    /// its publisher (dynacast).
+    dynacast: HashMap<TrackSid, Option<Rank>>,
+    speakers: Speakers,
 }
 
 /// Most tracks one participant may announce; a peer that sends AddTrack in a
@@ -220,6 +244,8 @@ impl Room {
             empty_since: Some(now),
             closed: false,
             outputs: VecDeque::new(),
+            dynacast: HashMap::new(),
+            speakers: Speakers::default(),
         }
     }
 
@@ -267,23 +293,28 @@ impl Room {
     }
 
     pub fn track(&self, track: &TrackSid) -> Option<lk::TrackInfo> {
-        self.participants
-            .values()
-            .flat_map(|p| p.info.tracks.iter())
-            .find(|t| t.sid == track.as_str())
-            .cloned()
+        self.published(track).map(|(_, t)| t.clone())
     }
 
-    /// When the room must next be woken: the end of its empty timeout.
+    /// When the room must next be woken: the end of its empty timeout, or
+    /// a speaker falling silent.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed {
             return None;
         }
-        self.empty_since.map(|t| t + self.config.empty_timeout)
+        let empty = self.empty_since.map(|t| t + self.config.empty_timeout);
+        [empty, self.speakers.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(deadline) = self.poll_timeout()
+        if self.closed {
+            return;
+        }
+        self.announce_speakers(now);
+        if let Some(deadline) = self.empty_since.map(|t| t + self.config.empty_timeout)
             && now >= deadline
             && self.participants.is_empty()
         {
@@ -323,6 +354,17 @@ impl Room {
                 tracks,
                 subscribe,
             } => self.update_subscription(&sid, &tracks, subscribe),
+            RoomInput::TrackSettings { sid, settings } => {
+                self.update_track_settings(&sid, settings)
+            }
+            RoomInput::AudioLevel { sid, sum } => {
+                // Levels may trail a participant that just left.
+                if self.by_sid.contains_key(&sid) {
+                    self.speakers.report(now, &sid, sum);
+                    self.announce_speakers(now);
+                }
+                Ok(())
+            }
             RoomInput::Remove { identity } => {
                 let key = self
                     .find_identity(&identity)
@@ -464,7 +506,7 @@ impl Room {
                 auto_subscribe: request.auto_subscribe,
                 pending: HashMap::new(),
                 cids: HashMap::new(),
-                subscriptions: HashSet::new(),
+                subscriptions: HashMap::new(),
             },
         );
         self.by_sid.insert(request.sid.clone(), key);
@@ -494,6 +536,16 @@ impl Room {
                 self.subscribe(&request.sid, publisher, track);
             }
         }
+        // Updates only say what changed: a newcomer learns who speaks already.
+        let speakers = self.speakers.announced();
+        if !speakers.is_empty() {
+            self.outputs.push_back(RoomOutput::Signal {
+                to: request.sid.clone(),
+                message: lk::signal_response::Message::SpeakersChanged(lk::SpeakersChanged {
+                    speakers,
+                }),
+            });
+        }
         Ok(())
     }
 
@@ -506,12 +558,17 @@ impl Room {
         let Ok(p) = self.get_mut(subscriber) else {
             return;
         };
-        if p.subscriptions.insert(TrackSid::new(track.sid.clone())) {
+        let track_sid = TrackSid::new(track.sid.clone());
+        if p.subscriptions
+            .insert(track_sid.clone(), Demand::DEFAULT)
+            .is_none()
+        {
             self.outputs.push_back(RoomOutput::Subscribe {
                 subscriber: subscriber.clone(),
                 publisher,
                 track,
             });
+            self.update_dynacast(&track_sid);
         }
     }
 
@@ -555,14 +612,17 @@ impl Room {
         let Some(mut gone) = self.participants.remove(&key) else {
             return;
         };
+        self.speakers.remove(sid);
+        self.announce_speakers(now);
         for track in &gone.info.tracks {
             self.withdraw_track(&TrackSid::new(track.sid.clone()));
         }
-        for track in gone.subscriptions.drain() {
+        for (track, _) in gone.subscriptions.drain() {
             self.outputs.push_back(RoomOutput::Unsubscribe {
                 subscriber: sid.clone(),
-                track,
+                track: track.clone(),
             });
+            self.update_dynacast(&track);
         }
         if !gone.grants.hidden {
             gone.info.state = lk::participant_info::State::Disconnected as i32;
@@ -664,13 +724,14 @@ impl Room {
     /// Unsubscribes everyone from a track that is going away, then drops it.
     fn withdraw_track(&mut self, track: &TrackSid) {
         for p in self.participants.values_mut() {
-            if p.subscriptions.remove(track) {
+            if p.subscriptions.remove(track).is_some() {
                 self.outputs.push_back(RoomOutput::Unsubscribe {
                     subscriber: ParticipantSid::new(p.info.sid.clone()),
                     track: track.clone(),
                 });
             }
         }
+        self.dynacast.remove(track);
         self.outputs.push_back(RoomOutput::TrackGone {
             track: track.clone(),
         });
@@ -798,24 +859,182 @@ impl Room {
         }
         for track in tracks {
             if subscribe {
-                let found = self.participants.values().find_map(|o| {
-                    (o.info.sid != sid.as_str())
-                        .then(|| o.info.tracks.iter().find(|t| t.sid == track.as_str()))
-                        .flatten()
-                        .map(|t| (ParticipantSid::new(o.info.sid.clone()), t.clone()))
-                });
+                // Nobody subscribes to their own track.
+                let found = self
+                    .published(track)
+                    .filter(|(publisher, _)| publisher != sid)
+                    .map(|(publisher, t)| (publisher, t.clone()));
                 if let Some((publisher, info)) = found {
                     self.subscribe(sid, publisher, info);
                 }
-            } else if self.get_mut(sid)?.subscriptions.remove(track) {
+            } else if self.get_mut(sid)?.subscriptions.remove(track).is_some() {
                 self.outputs.push_back(RoomOutput::Unsubscribe {
                     subscriber: sid.clone(),
                     track: track.clone(),
                 });
+                self.update_dynacast(track);
             }
         }
         Ok(())
     }
+
+    /// Tells everyone who started or stopped speaking, if anyone did.
+    fn announce_speakers(&mut self, now: Instant) {
+        let Some(speakers) = self.speakers.poll_changes(now) else {
+            return;
+        };
+        let recipients: Vec<ParticipantSid> = self
+            .participants
+            .values()
+            .map(|p| ParticipantSid::new(p.info.sid.clone()))
+            .collect();
+        for to in recipients {
+            self.outputs.push_back(RoomOutput::Signal {
+                to,
+                message: lk::signal_response::Message::SpeakersChanged(lk::SpeakersChanged {
+                    speakers: speakers.clone(),
+                }),
+            });
+        }
+    }
+
+    fn update_track_settings(
+        &mut self,
+        sid: &ParticipantSid,
+        settings: lk::UpdateTrackSettings,
+    ) -> Result<(), RoomError> {
+        self.get_mut(sid)?;
+        for track_sid in settings.track_sids.iter().take(MAX_TRACKS_PER_SETTINGS) {
+            let track_sid = TrackSid::new(track_sid.clone());
+            let Some(info) = self.published(&track_sid).map(|(_, t)| t) else {
+                continue;
+            };
+            let demand = demand_from_settings(info, &settings);
+            let p = self.get_mut(sid)?;
+            let Some(current) = p.subscriptions.get_mut(&track_sid) else {
+                continue;
+            };
+            if *current == demand {
+                continue;
+            }
+            *current = demand;
+            self.outputs.push_back(RoomOutput::SetDemand {
+                subscriber: sid.clone(),
+                track: track_sid.clone(),
+                demand,
+            });
+            self.update_dynacast(&track_sid);
+        }
+        Ok(())
+    }
+
+    /// The publisher and info of a published track.
+    fn published(&self, track: &TrackSid) -> Option<(ParticipantSid, &lk::TrackInfo)> {
+        self.participants.values().find_map(|p| {
+            p.info
+                .tracks
+                .iter()
+                .find(|t| t.sid == track.as_str())
+                .map(|t| (ParticipantSid::new(p.info.sid.clone()), t))
+        })
+    }
+
+    /// Tells a video track's publisher which layers its subscribers want,
+    /// when that changed: livekit-client with `dynacast` stops encoding the
+    /// others, which saves its CPU and uplink.
+    fn update_dynacast(&mut self, track: &TrackSid) {
+        let Some((publisher, info)) = self.published(track) else {
+            return;
+        };
+        if info.r#type != lk::TrackType::Video as i32 {
+            return;
+        }
+        let highest = self
+            .participants
+            .values()
+            .filter_map(|p| match p.subscriptions.get(track) {
+                Some(Demand::UpTo(rank)) => Some(*rank),
+                _ => None,
+            })
+            .max();
+        if self.dynacast.get(track) == Some(&highest) {
+            return;
+        }
+        // livekit-client names codecs as the MIME subtype in lower case.
+        let codec = info
+            .mime_type
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        self.dynacast.insert(track.clone(), highest);
+        let qualities: Vec<lk::SubscribedQuality> = [Rank::LOW, Rank::MEDIUM, Rank::HIGH]
+            .into_iter()
+            .map(|rank| lk::SubscribedQuality {
+                quality: rank.quality() as i32,
+                enabled: highest.is_some_and(|h| rank <= h),
+            })
+            .collect();
+        // Current clients read the per-codec list, older ones the flat one.
+        #[allow(deprecated)]
+        let update = lk::SubscribedQualityUpdate {
+            track_sid: track.to_string(),
+            subscribed_qualities: qualities.clone(),
+            subscribed_codecs: vec![lk::SubscribedCodec { codec, qualities }],
+        };
+        self.outputs.push_back(RoomOutput::Signal {
+            to: publisher,
+            message: lk::signal_response::Message::SubscribedQualityUpdate(update),
+        });
+    }
+}
+
+/// Most tracks one settings message may name; more are ignored.
+const MAX_TRACKS_PER_SETTINGS: usize = 64;
+
+/// LiveKit's slack when matching a layer to an element's size: a layer 10 %
+/// smaller than the element still counts as big enough.
+const SIZE_SLACK: f64 = 0.9;
+
+/// What a subscriber's `UpdateTrackSettings` asks of a track: nothing if
+/// disabled; else the smallest layer that fills the element (adaptive
+/// stream sends its size), or the quality asked for (`setVideoQuality`).
+fn demand_from_settings(track: &lk::TrackInfo, settings: &lk::UpdateTrackSettings) -> Demand {
+    if settings.disabled {
+        return Demand::Paused;
+    }
+    if track.r#type != lk::TrackType::Video as i32 {
+        return Demand::DEFAULT;
+    }
+    if settings.width > 0 || settings.height > 0 {
+        return Demand::UpTo(rank_for_size(track, settings.width, settings.height));
+    }
+    let quality = lk::VideoQuality::try_from(settings.quality).unwrap_or(lk::VideoQuality::High);
+    Rank::of_quality(quality).map_or(Demand::Paused, Demand::UpTo)
+}
+
+/// The smallest layer the publisher announced that, scaled to fit a
+/// `width` × `height` element, is not stretched; the best one if none is.
+fn rank_for_size(track: &lk::TrackInfo, width: u32, height: u32) -> Rank {
+    #[allow(deprecated)]
+    let mut layers: Vec<(Rank, u32, u32)> = track
+        .layers
+        .iter()
+        .filter_map(|l| {
+            let quality = lk::VideoQuality::try_from(l.quality).ok()?;
+            Some((Rank::of_quality(quality)?, l.width, l.height))
+        })
+        .collect();
+    layers.sort();
+    let fills = |&&(_, w, h): &&(Rank, u32, u32)| {
+        f64::from(w) >= f64::from(width) * SIZE_SLACK
+            || f64::from(h) >= f64::from(height) * SIZE_SLACK
+    };
+    layers
+        .iter()
+        .find(fills)
+        .or(layers.last())
+        .map_or(Rank::HIGH, |&(rank, _, _)| rank)
 }
 
 fn check_sizes(name: &str, metadata: &str) -> Result<(), RoomError> {

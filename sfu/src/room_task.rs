@@ -188,6 +188,15 @@ impl RoomTask {
                         });
                     }
                 }
+                RoomOutput::SetDemand {
+                    subscriber,
+                    track,
+                    demand,
+                } => {
+                    if let Some(forwarder) = self.forwarders.get(&track) {
+                        forwarder.send(ForwarderCommand::Demand { subscriber, demand });
+                    }
+                }
                 RoomOutput::Unsubscribe { subscriber, track } => {
                     if let Some(forwarder) = self.forwarders.get(&track) {
                         forwarder.send(ForwarderCommand::Remove(subscriber.clone()));

@@ -47,27 +47,38 @@ fn sid(s: &str) -> ParticipantSid {
 }
 
 fn publish(room: &mut Room, now: Instant, who: &str, cid: &str, kind: lk::TrackType) -> TrackSid {
+    let request = lk::AddTrackRequest {
+        cid: cid.to_owned(),
+        r#type: kind as i32,
+        name: cid.to_owned(),
+        ..Default::default()
+    };
+    publish_request(room, now, who, request)
+}
+
+/// Announces a track with AddTrack, then lets its media arrive.
+fn publish_request(
+    room: &mut Room,
+    now: Instant,
+    who: &str,
+    request: lk::AddTrackRequest,
+) -> TrackSid {
+    let cid = request.cid.clone();
     room.handle_input(
         now,
         RoomInput::AddTrack {
             sid: sid(who),
-            request: lk::AddTrackRequest {
-                cid: cid.to_owned(),
-                r#type: kind as i32,
-                name: cid.to_owned(),
-                ..Default::default()
-            },
+            request,
         },
     )
     .expect("add track");
-    let outputs = drain(room);
-    let track = outputs
-        .iter()
+    let track = drain(room)
+        .into_iter()
         .find_map(|o| match o {
             RoomOutput::Signal {
                 message: Msg::TrackPublished(p),
                 ..
-            } => p.track.clone(),
+            } => p.track,
             _ => None,
         })
         .expect("TrackPublished");
@@ -75,7 +86,7 @@ fn publish(room: &mut Room, now: Instant, who: &str, cid: &str, kind: lk::TrackT
         now,
         RoomInput::MediaArrived {
             sid: sid(who),
-            cid: cid.to_owned(),
+            cid,
             mime_type: "video/VP8".to_owned(),
             mid: String::new(),
         },
@@ -453,4 +464,247 @@ fn an_unpublished_track_is_withdrawn_from_its_subscribers() {
         ),
         Err(RoomError::TrackNotFound)
     );
+}
+
+/// Publishes a 720p camera with livekit-client's three simulcast layers.
+fn publish_simulcast(room: &mut Room, now: Instant, who: &str) -> TrackSid {
+    let layer = |quality: lk::VideoQuality, width, height| lk::VideoLayer {
+        quality: quality as i32,
+        width,
+        height,
+        ..Default::default()
+    };
+    let request = lk::AddTrackRequest {
+        cid: "cam".to_owned(),
+        r#type: lk::TrackType::Video as i32,
+        width: 1280,
+        height: 720,
+        layers: vec![
+            layer(lk::VideoQuality::Low, 320, 180),
+            layer(lk::VideoQuality::Medium, 640, 360),
+            layer(lk::VideoQuality::High, 1280, 720),
+        ],
+        ..Default::default()
+    };
+    publish_request(room, now, who, request)
+}
+
+fn settings(
+    track: &TrackSid,
+    f: impl FnOnce(&mut lk::UpdateTrackSettings),
+) -> lk::UpdateTrackSettings {
+    let mut s = lk::UpdateTrackSettings {
+        track_sids: vec![track.to_string()],
+        quality: lk::VideoQuality::High as i32,
+        ..Default::default()
+    };
+    f(&mut s);
+    s
+}
+
+/// The demands the room passed on to the forwarders.
+fn demands(out: &[RoomOutput]) -> Vec<(ParticipantSid, Demand)> {
+    out.iter()
+        .filter_map(|o| match o {
+            RoomOutput::SetDemand {
+                subscriber, demand, ..
+            } => Some((subscriber.clone(), *demand)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The layers dynacast lets the publisher send, from each update it got.
+fn dynacast_updates(out: &[RoomOutput], publisher: &str) -> Vec<Vec<bool>> {
+    out.iter()
+        .filter_map(|o| match o {
+            RoomOutput::Signal {
+                to,
+                message: Msg::SubscribedQualityUpdate(u),
+            } if to == &sid(publisher) => {
+                assert_eq!(u.subscribed_codecs.len(), 1);
+                assert_eq!(u.subscribed_codecs[0].codec, "vp8");
+                Some(
+                    u.subscribed_codecs[0]
+                        .qualities
+                        .iter()
+                        .map(|q| q.enabled)
+                        .collect(),
+                )
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn track_settings_become_a_layer_demand_from_quality_or_element_size() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    join(&mut room, now, "PA_p", "pat");
+    join(&mut room, now, "PA_s", "sam");
+    let track = publish_simulcast(&mut room, now, "PA_p");
+    drain(&mut room);
+    let mut ask = |f: fn(&mut lk::UpdateTrackSettings)| {
+        room.handle_input(
+            now,
+            RoomInput::TrackSettings {
+                sid: sid("PA_s"),
+                settings: settings(&track, f),
+            },
+        )
+        .expect("settings");
+        demands(&drain(&mut room))
+    };
+    let low = vec![(sid("PA_s"), Demand::UpTo(Rank::LOW))];
+    assert_eq!(ask(|s| s.quality = lk::VideoQuality::Low as i32), low);
+    // The same again changes nothing.
+    assert!(ask(|s| s.quality = lk::VideoQuality::Low as i32).is_empty());
+    // Element sizes pick the smallest layer that fills them (10 % slack).
+    let medium = vec![(sid("PA_s"), Demand::UpTo(Rank::MEDIUM))];
+    assert_eq!(ask(|s| (s.width, s.height) = (600, 338)), medium);
+    assert_eq!(ask(|s| (s.width, s.height) = (300, 169)), low);
+    let high = vec![(sid("PA_s"), Demand::UpTo(Rank::HIGH))];
+    assert_eq!(ask(|s| (s.width, s.height) = (1920, 1080)), high);
+    assert_eq!(
+        ask(|s| s.disabled = true),
+        vec![(sid("PA_s"), Demand::Paused)]
+    );
+    assert_eq!(
+        ask(|s| s.quality = lk::VideoQuality::Off as i32),
+        Vec::new()
+    );
+    assert_eq!(ask(|s| s.quality = lk::VideoQuality::High as i32), high);
+    // Nobody may set what another receives, nor settings for a stranger.
+    assert!(ask(|s| s.track_sids = vec!["TR_unknown".to_owned()]).is_empty());
+    let err = room.handle_input(
+        now,
+        RoomInput::TrackSettings {
+            sid: sid("PA_nobody"),
+            settings: settings(&track, |_| {}),
+        },
+    );
+    assert_eq!(err, Err(RoomError::ParticipantNotFound));
+}
+
+#[test]
+fn dynacast_tells_the_publisher_the_best_layer_anyone_watches() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    join(&mut room, now, "PA_p", "pat");
+    join(&mut room, now, "PA_a", "ann");
+    join(&mut room, now, "PA_b", "ben");
+    let track = publish_simulcast(&mut room, now, "PA_p");
+    // Two new subscribers at the default: everything on, said once.
+    assert_eq!(
+        dynacast_updates(&drain(&mut room), "PA_p"),
+        vec![vec![true, true, true]]
+    );
+    let mut set = |who: &str, f: fn(&mut lk::UpdateTrackSettings)| {
+        room.handle_input(
+            now,
+            RoomInput::TrackSettings {
+                sid: sid(who),
+                settings: settings(&track, f),
+            },
+        )
+        .expect("settings");
+        dynacast_updates(&drain(&mut room), "PA_p")
+    };
+    // Ann wants little, Ben still wants the best: nothing changes.
+    assert!(set("PA_a", |s| s.quality = lk::VideoQuality::Low as i32).is_empty());
+    // Ben hides the video: only the low layer is needed.
+    assert_eq!(
+        set("PA_b", |s| s.disabled = true),
+        vec![vec![true, false, false]]
+    );
+    // Ann hides it too: nothing is needed.
+    assert_eq!(
+        set("PA_a", |s| s.disabled = true),
+        vec![vec![false, false, false]]
+    );
+    assert_eq!(
+        set("PA_b", |s| s.quality = lk::VideoQuality::Medium as i32),
+        vec![vec![true, true, false]]
+    );
+    // Ben leaves: nobody watches.
+    room.handle_input(now, RoomInput::Leave { sid: sid("PA_b") })
+        .expect("leave");
+    assert_eq!(
+        dynacast_updates(&drain(&mut room), "PA_p"),
+        vec![vec![false, false, false]]
+    );
+}
+
+/// The speaker updates each participant got.
+fn speaker_updates(out: &[RoomOutput]) -> Vec<(ParticipantSid, Vec<(String, bool)>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            RoomOutput::Signal {
+                to,
+                message: Msg::SpeakersChanged(c),
+            } => Some((
+                to.clone(),
+                c.speakers
+                    .iter()
+                    .map(|s| (s.sid.clone(), s.active))
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn everyone_hears_who_starts_and_stops_speaking() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    join(&mut room, now, "PA_a", "ann");
+    join(&mut room, now, "PA_b", "ben");
+    drain(&mut room);
+    let loud = crate::speakers::WindowSum {
+        active_share: 0.8,
+        level: 0.6,
+    };
+    room.handle_input(
+        now,
+        RoomInput::AudioLevel {
+            sid: sid("PA_a"),
+            sum: loud,
+        },
+    )
+    .expect("level");
+    let started = vec![("PA_a".to_owned(), true)];
+    assert_eq!(
+        speaker_updates(&drain(&mut room)),
+        vec![(sid("PA_a"), started.clone()), (sid("PA_b"), started)]
+    );
+    // Someone who joins now learns that Ann speaks.
+    join(&mut room, now, "PA_c", "cyd");
+    assert_eq!(
+        speaker_updates(&drain(&mut room)),
+        vec![(sid("PA_c"), vec![("PA_a".to_owned(), true)])]
+    );
+    // Her reports stop: the room wakes up and says she stopped.
+    let deadline = room.poll_timeout().expect("a wake-up for the speaker");
+    room.handle_timeout(deadline);
+    let stopped = vec![("PA_a".to_owned(), false)];
+    assert_eq!(
+        speaker_updates(&drain(&mut room)),
+        vec![
+            (sid("PA_a"), stopped.clone()),
+            (sid("PA_b"), stopped.clone()),
+            (sid("PA_c"), stopped)
+        ]
+    );
+    // Levels of someone not in the room are ignored.
+    room.handle_input(
+        now,
+        RoomInput::AudioLevel {
+            sid: sid("PA_x"),
+            sum: loud,
+        },
+    )
+    .expect("level");
+    assert!(speaker_updates(&drain(&mut room)).is_empty());
 }

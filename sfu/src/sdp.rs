@@ -61,6 +61,21 @@ pub fn track_ids_by_mid(sdp: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// The id an SDP gives the RTP header extension `uri` (`a=extmap:<id> <uri>`),
+/// from its first media section that has it. Browsers use one id per
+/// extension across sections.
+pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim_end().strip_prefix("a=extmap:")?;
+        let (id, ext) = rest.split_once(' ')?;
+        if ext.split_whitespace().next()? != uri {
+            return None;
+        }
+        // The id may carry a direction: `a=extmap:3/sendonly <uri>`.
+        id.split('/').next()?.parse().ok()
+    })
+}
+
 /// Reorders the formats of each media section of an answer so that the codec
 /// its publisher asked for in AddTrack (`cid` → codec name such as `h264`)
 /// comes first: browsers send the first codec of the answer. The track of a
@@ -210,5 +225,22 @@ a=rtpmap:98 VP9/90000\r\n";
         assert!(sending_track_ids("").is_empty());
         assert!(sending_track_ids("a=msid:x y\r\nnot sdp").is_empty());
         assert!(sending_track_ids("m=\r\na=msid:\r\n").is_empty());
+    }
+
+    #[test]
+    fn extension_ids_are_read_with_or_without_a_direction() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+a=extmap:1/sendrecv urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
+        assert_eq!(
+            extmap_id(sdp, "urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
+            Some(1)
+        );
+        assert_eq!(
+            extmap_id(sdp, "urn:ietf:params:rtp-hdrext:sdes:mid"),
+            Some(4)
+        );
+        assert_eq!(extmap_id(sdp, "urn:example:none"), None);
+        assert_eq!(extmap_id("a=extmap:x urn:a\r\n", "urn:a"), None);
     }
 }

@@ -1,0 +1,178 @@
+//! One published track's fan-out: the layers its publisher sends, and for
+//! every subscriber the layer it gets and the rewrite of its stream. Sans-IO:
+//! the forwarder task feeds it packets and commands with an `Instant` and
+//! carries out the routes and keyframe requests it returns.
+
+use crate::rewriter::{Demand, KeyframeCodec, LayerRewriter, LayerTable, Rank, Verdict};
+use salon_common::ParticipantSid;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// LiveKit throttles keyframe requests to about one per 500 ms per layer:
+/// each one costs the publisher a large frame.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Most subscribers whose demand is remembered before their down track
+/// arrives; a bound so that nothing a peer sends grows it without limit.
+const MAX_PENDING_DEMANDS: usize = 4096;
+
+struct Down<S> {
+    subscriber: ParticipantSid,
+    sink: S,
+    rewriter: LayerRewriter,
+}
+
+/// Where one packet goes: the subscriber's sink, with the rewritten numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    index: usize,
+    pub sequence: u16,
+    pub timestamp: u32,
+}
+
+/// The fan-out of one track to its subscribers' sinks (`S`: whatever the
+/// shell writes to).
+pub struct Fanout<S> {
+    clock_rate: u32,
+    keyframe_codec: Option<KeyframeCodec>,
+    layers: LayerTable,
+    downs: Vec<Down<S>>,
+    /// Demands of subscribers whose sink is not attached yet (or again).
+    demands: HashMap<ParticipantSid, Demand>,
+    /// When a keyframe was last asked for, per layer.
+    last_request: [Option<Instant>; 4],
+    routes: Vec<Route>,
+}
+
+impl<S> Fanout<S> {
+    /// `keyframe_codec` is `None` for audio and for video whose keyframes are
+    /// not parsed: every packet of those may start a stream.
+    pub fn new(clock_rate: u32, keyframe_codec: Option<KeyframeCodec>) -> Self {
+        Self {
+            clock_rate,
+            keyframe_codec,
+            layers: LayerTable::default(),
+            downs: Vec::new(),
+            demands: HashMap::new(),
+            last_request: [None; 4],
+            routes: Vec::new(),
+        }
+    }
+
+    /// Starts sending to `subscriber` through `sink` (replacing any sink it had).
+    pub fn add(&mut self, subscriber: ParticipantSid, sink: S) {
+        self.remove(&subscriber);
+        let demand = self
+            .demands
+            .get(&subscriber)
+            .copied()
+            .unwrap_or(Demand::DEFAULT);
+        self.downs.push(Down {
+            subscriber,
+            sink,
+            rewriter: LayerRewriter::new(self.clock_rate, demand),
+        });
+        // A new subscriber must not wait out another's throttle for its first picture.
+        self.last_request = [None; 4];
+        self.routes.reserve(self.downs.len());
+    }
+
+    pub fn remove(&mut self, subscriber: &ParticipantSid) {
+        self.downs.retain(|d| &d.subscriber != subscriber);
+    }
+
+    /// Forgets a subscriber altogether: it unsubscribed.
+    pub fn forget(&mut self, subscriber: &ParticipantSid) {
+        self.remove(subscriber);
+        self.demands.remove(subscriber);
+    }
+
+    /// What `subscriber` wants from now on, whether or not its sink is attached yet.
+    pub fn set_demand(&mut self, subscriber: &ParticipantSid, demand: Demand) {
+        if let Some(d) = self.downs.iter_mut().find(|d| &d.subscriber == subscriber) {
+            d.rewriter.set_demand(demand);
+        }
+        if self.demands.len() < MAX_PENDING_DEMANDS || self.demands.contains_key(subscriber) {
+            self.demands.insert(subscriber.clone(), demand);
+        }
+    }
+
+    /// Takes one packet of layer `rank`; afterwards `routes` says where it goes.
+    pub fn on_packet(
+        &mut self,
+        now: Instant,
+        rank: Rank,
+        ssrc: u32,
+        sequence: u16,
+        timestamp: u32,
+        payload: &[u8],
+    ) {
+        self.routes.clear();
+        self.layers.observe(now, rank, ssrc);
+        let keyframe = self.keyframe_codec.is_none_or(|c| c.is_keyframe(payload));
+        for (index, d) in self.downs.iter_mut().enumerate() {
+            if let Verdict::Forward {
+                sequence,
+                timestamp,
+            } = d
+                .rewriter
+                .process(now, &self.layers, ssrc, sequence, timestamp, keyframe)
+            {
+                self.routes.push(Route {
+                    index,
+                    sequence,
+                    timestamp,
+                });
+            }
+        }
+    }
+
+    /// The sinks the last packet goes to, with its numbers for each.
+    pub fn routes(&self) -> impl Iterator<Item = (&S, Route)> + '_ {
+        self.routes.iter().map(|r| (&self.downs[r.index].sink, *r))
+    }
+
+    /// A layer whose keyframe some subscriber waits for, at most once per
+    /// `KEYFRAME_REQUEST_INTERVAL` per layer; call until `None`.
+    pub fn poll_keyframe_request(&mut self, now: Instant) -> Option<u32> {
+        let mut wanted = [None; 4];
+        for (rank, ssrc) in self
+            .downs
+            .iter()
+            .filter_map(|d| d.rewriter.wanted_keyframe())
+        {
+            wanted[rank.index()] = Some((rank, ssrc));
+        }
+        wanted
+            .into_iter()
+            .flatten()
+            .find(|&(rank, _)| self.throttle(now, rank))
+            .map(|(_, ssrc)| ssrc)
+    }
+
+    /// A subscriber lost the picture (it sent a PLI or FIR): the layer it
+    /// gets, if a request for it is not throttled.
+    pub fn keyframe_lost(&mut self, now: Instant, subscriber: &ParticipantSid) -> Option<u32> {
+        let (rank, ssrc) = self
+            .downs
+            .iter()
+            .find(|d| &d.subscriber == subscriber)?
+            .rewriter
+            .current_layer()?;
+        self.throttle(now, rank).then_some(ssrc)
+    }
+
+    /// Whether a keyframe request for layer `rank` may go now; notes it if so.
+    fn throttle(&mut self, now: Instant, rank: Rank) -> bool {
+        let slot = &mut self.last_request[rank.index()];
+        if slot.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
+            return false;
+        }
+        *slot = Some(now);
+        true
+    }
+}
+
+#[cfg(test)]
+#[path = "fanout_tests.rs"]
+mod tests;

@@ -1,0 +1,369 @@
+//! The fan-out on a simulated clock and network: a simulcast publisher whose
+//! top layer stops and comes back, a lossy and reordering uplink, and
+//! subscribers that change what they want.
+
+use super::*;
+
+const VP8_KEY: &[u8] = &[0x10, 0x00, 0x9d, 0x01, 0x2a];
+const VP8_DELTA: &[u8] = &[0x10, 0x01];
+const FRAME: Duration = Duration::from_micros(33_333);
+const TICKS_PER_FRAME: u32 = 3000;
+
+/// A tiny deterministic generator, so that every run sees the same network.
+struct Rng(u64);
+
+impl Rng {
+    fn chance(&mut self, percent: u64) -> bool {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % 100 < percent
+    }
+}
+
+/// One simulcast layer of the simulated publisher.
+struct SimLayer {
+    rid: &'static str,
+    ssrc: u32,
+    packets_per_frame: u16,
+    seq: u16,
+    ts: u32,
+    keyframe_due: bool,
+    frames_since_key: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: Instant,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    keyframe: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    at: Instant,
+    sent: Sent,
+    sequence: u16,
+    timestamp: u32,
+}
+
+fn sid(s: &str) -> ParticipantSid {
+    ParticipantSid::new(s.to_owned())
+}
+
+struct Sim {
+    t0: Instant,
+    layers: Vec<SimLayer>,
+    fanout: Fanout<&'static str>,
+    out: HashMap<&'static str, Vec<Out>>,
+    requests: Vec<(Instant, u32)>,
+    rng: Rng,
+}
+
+impl Sim {
+    fn new() -> Self {
+        let layer = |rid, ssrc, packets_per_frame, base: u32| SimLayer {
+            rid,
+            ssrc,
+            packets_per_frame,
+            seq: (base * 7) as u16,
+            ts: base * 1_000_003,
+            keyframe_due: true,
+            frames_since_key: 0,
+        };
+        Self {
+            t0: Instant::now(),
+            layers: vec![
+                layer("q", 11, 1, 1),
+                layer("h", 22, 2, 2),
+                layer("f", 33, 4, 3),
+            ],
+            fanout: Fanout::new(90_000, Some(KeyframeCodec::Vp8)),
+            out: HashMap::new(),
+            requests: Vec::new(),
+            rng: Rng(0x5eed),
+        }
+    }
+
+    fn subscribe(&mut self, name: &'static str) {
+        self.fanout.add(sid(name), name);
+        self.out.insert(name, Vec::new());
+    }
+
+    /// Runs frames `from..to` (at 30 fps); `sending(frame, rid)` says whether
+    /// the publisher sends that layer then.
+    fn run(&mut self, frames: std::ops::Range<u32>, sending: impl Fn(u32, &str) -> bool) {
+        for frame in frames {
+            let now = self.t0 + FRAME * frame;
+            let mut wire = Vec::new();
+            for l in &mut self.layers {
+                if !sending(frame, l.rid) {
+                    // A layer that restarts begins with a keyframe.
+                    l.keyframe_due = true;
+                    continue;
+                }
+                // Encoders send a keyframe every 3 s, or when asked.
+                let keyframe = l.keyframe_due || l.frames_since_key >= 90;
+                l.keyframe_due = false;
+                l.frames_since_key = if keyframe { 0 } else { l.frames_since_key + 1 };
+                for i in 0..l.packets_per_frame {
+                    wire.push(Sent {
+                        at: now,
+                        ssrc: l.ssrc,
+                        seq: l.seq,
+                        ts: l.ts,
+                        keyframe: keyframe && i == 0,
+                    });
+                    l.seq = l.seq.wrapping_add(1);
+                }
+                l.ts = l.ts.wrapping_add(TICKS_PER_FRAME);
+            }
+            // The uplink loses 2 % of packets and swaps 5 % with the next.
+            wire.retain(|_| !self.rng.chance(2));
+            for i in 0..wire.len().saturating_sub(1) {
+                if self.rng.chance(5) {
+                    wire.swap(i, i + 1);
+                }
+            }
+            for p in wire {
+                self.deliver(p);
+            }
+        }
+    }
+
+    fn deliver(&mut self, p: Sent) {
+        let rid = self
+            .layers
+            .iter()
+            .find(|l| l.ssrc == p.ssrc)
+            .expect("a simulated layer")
+            .rid;
+        let payload = if p.keyframe { VP8_KEY } else { VP8_DELTA };
+        self.fanout
+            .on_packet(p.at, Rank::of_rid(rid), p.ssrc, p.seq, p.ts, payload);
+        let routed: Vec<_> = self.fanout.routes().map(|(s, r)| (*s, r)).collect();
+        for (name, r) in routed {
+            self.out.get_mut(name).expect("a subscriber").push(Out {
+                at: p.at,
+                sent: p,
+                sequence: r.sequence,
+                timestamp: r.timestamp,
+            });
+        }
+        while let Some(ssrc) = self.fanout.poll_keyframe_request(p.at) {
+            self.requests.push((p.at, ssrc));
+            if let Some(l) = self.layers.iter_mut().find(|l| l.ssrc == ssrc) {
+                l.keyframe_due = true;
+            }
+        }
+    }
+
+    fn at(&self, frame: u32) -> Instant {
+        self.t0 + FRAME * frame
+    }
+}
+
+/// What a decoder needs of one subscriber's stream: each stretch of one
+/// layer starts on a keyframe and keeps the layer's own spacing; every
+/// switch continues one sequence number after the highest sent so far and
+/// later in time. So the only holes in the numbering are packets the uplink
+/// really lost.
+fn assert_continuous(name: &str, out: &[Out]) {
+    assert!(!out.is_empty(), "{name} got nothing");
+    let mut max_seq = out[0].sequence;
+    let mut max_at = out[0].at;
+    let mut max_ts = out[0].timestamp;
+    let mut seen = std::collections::HashSet::new();
+    for (i, o) in out.iter().enumerate() {
+        assert!(
+            seen.insert(o.sequence),
+            "{name}: sequence {} sent twice",
+            o.sequence
+        );
+        let seq_offset = o.sequence.wrapping_sub(o.sent.seq);
+        let ts_offset = o.timestamp.wrapping_sub(o.sent.ts);
+        let switch = i == 0 || out[i - 1].sent.ssrc != o.sent.ssrc;
+        if switch {
+            assert!(
+                o.sent.keyframe,
+                "{name}: a switch at {i} did not start on a keyframe"
+            );
+            if i > 0 {
+                assert_eq!(
+                    o.sequence,
+                    max_seq.wrapping_add(1),
+                    "{name}: gap at switch {i}"
+                );
+                let advance = o.timestamp.wrapping_sub(max_ts);
+                assert!(
+                    (1..0x8000_0000).contains(&advance),
+                    "{name}: timestamps went back at switch {i}"
+                );
+                let wall = ((o.at - max_at).as_micros() * 9 / 100) as u32;
+                assert!(
+                    advance <= wall + 1,
+                    "{name}: timestamp jump {advance} > wall {wall}"
+                );
+            }
+        } else {
+            let prev = &out[i - 1];
+            assert_eq!(
+                seq_offset,
+                prev.sequence.wrapping_sub(prev.sent.seq),
+                "{name}: {i}"
+            );
+            assert_eq!(
+                ts_offset,
+                prev.timestamp.wrapping_sub(prev.sent.ts),
+                "{name}: {i}"
+            );
+        }
+        if (o.sequence.wrapping_sub(max_seq) as i16) > 0 {
+            max_seq = o.sequence;
+            max_at = o.at;
+        }
+        if (o.timestamp.wrapping_sub(max_ts) as i32) > 0 {
+            max_ts = o.timestamp;
+        }
+    }
+}
+
+/// The layers (by ssrc) a subscriber received from `from` to `to`.
+fn layers_between(out: &[Out], from: Instant, to: Instant) -> Vec<u32> {
+    let mut layers: Vec<u32> = out
+        .iter()
+        .filter(|o| o.at >= from && o.at < to)
+        .map(|o| o.sent.ssrc)
+        .collect();
+    layers.dedup();
+    layers
+}
+
+/// The longest time without a packet between `from` and `to`.
+fn longest_silence(out: &[Out], from: Instant, to: Instant) -> Duration {
+    let times: Vec<Instant> = out
+        .iter()
+        .map(|o| o.at)
+        .filter(|&t| t >= from && t <= to)
+        .collect();
+    times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(to - from)
+}
+
+#[test]
+fn subscribers_get_their_own_layer_through_loss_reorder_and_a_stopped_layer() {
+    let mut sim = Sim::new();
+    sim.subscribe("ana");
+    sim.subscribe("bob");
+    // f stops from frame 90 to 150 (3 s to 5 s), as when the uplink shrinks.
+    let sending = |frame: u32, rid: &str| rid != "f" || !(90..150).contains(&frame);
+    sim.run(0..60, sending);
+    sim.fanout.set_demand(&sid("bob"), Demand::UpTo(Rank::LOW));
+    sim.run(60..120, sending);
+    sim.fanout.set_demand(&sid("bob"), Demand::Paused);
+    sim.run(120..150, sending);
+    sim.fanout
+        .set_demand(&sid("bob"), Demand::UpTo(Rank::MEDIUM));
+    sim.run(150..240, sending);
+
+    let ana = &sim.out["ana"];
+    let bob = &sim.out["bob"];
+    assert_continuous("ana", ana);
+    assert_continuous("bob", bob);
+
+    // Ana wants the best: f, h while f is gone, f again once it is back.
+    assert_eq!(layers_between(ana, sim.at(10), sim.at(90)), vec![33]);
+    assert_eq!(layers_between(ana, sim.at(135), sim.at(150)), vec![22]);
+    assert_eq!(layers_between(ana, sim.at(155), sim.at(240)), vec![33]);
+    // Her picture never stopped longer than the stall timeout and a keyframe.
+    let freeze = longest_silence(ana, sim.at(5), sim.at(240));
+    assert!(
+        freeze < Duration::from_millis(1200),
+        "ana froze for {freeze:?}"
+    );
+
+    // Bob: f, then q within two keyframe requests of asking (one may be
+    // lost), nothing while paused, h when he comes back.
+    assert_eq!(layers_between(bob, sim.at(10), sim.at(60)), vec![33]);
+    assert_eq!(layers_between(bob, sim.at(80), sim.at(120)), vec![11]);
+    assert!(layers_between(bob, sim.at(120), sim.at(150)).is_empty());
+    assert_eq!(layers_between(bob, sim.at(170), sim.at(240)), vec![22]);
+
+    // Keyframe requests go out, at most one per layer per 500 ms.
+    assert!(!sim.requests.is_empty());
+    for ssrc in [11, 22, 33] {
+        let times: Vec<Instant> = sim
+            .requests
+            .iter()
+            .filter(|r| r.1 == ssrc)
+            .map(|r| r.0)
+            .collect();
+        for w in times.windows(2) {
+            assert!(
+                w[1] - w[0] >= KEYFRAME_REQUEST_INTERVAL,
+                "ssrc {ssrc} asked too often"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_subscriber_that_joins_late_starts_on_a_keyframe_at_once() {
+    let mut sim = Sim::new();
+    sim.subscribe("ana");
+    sim.run(0..40, |_, _| true);
+    sim.subscribe("cyd");
+    let before = sim.requests.len();
+    sim.run(40..50, |_, _| true);
+    // Its request was not throttled by ana's, and the answer came a frame later.
+    assert!(sim.requests.len() > before);
+    let cyd = &sim.out["cyd"];
+    assert!(cyd[0].sent.keyframe);
+    assert!(
+        cyd[0].at <= sim.at(42),
+        "first packet at {:?}",
+        cyd[0].at - sim.t0
+    );
+    assert_continuous("cyd", cyd);
+}
+
+#[test]
+fn a_demand_set_before_the_sink_arrives_applies_to_it() {
+    let mut sim = Sim::new();
+    sim.fanout.set_demand(&sid("dee"), Demand::UpTo(Rank::LOW));
+    sim.subscribe("dee");
+    sim.run(0..30, |_, _| true);
+    assert_eq!(
+        layers_between(&sim.out["dee"], sim.at(5), sim.at(30)),
+        vec![11]
+    );
+    // Unsubscribing forgets it: a new subscription starts at the default.
+    sim.fanout.forget(&sid("dee"));
+    sim.subscribe("dee");
+    sim.run(30..60, |_, _| true);
+    assert_eq!(
+        layers_between(&sim.out["dee"], sim.at(35), sim.at(60)),
+        vec![33]
+    );
+}
+
+#[test]
+fn a_subscriber_that_lost_its_picture_gets_a_throttled_keyframe_of_its_layer() {
+    let mut sim = Sim::new();
+    sim.subscribe("ana");
+    sim.run(0..20, |_, _| true);
+    let now = sim.at(20);
+    assert_eq!(sim.fanout.keyframe_lost(now, &sid("ana")), Some(33));
+    assert_eq!(sim.fanout.keyframe_lost(now, &sid("ana")), None);
+    assert_eq!(
+        sim.fanout
+            .keyframe_lost(now + KEYFRAME_REQUEST_INTERVAL, &sid("ana")),
+        Some(33)
+    );
+    assert_eq!(sim.fanout.keyframe_lost(now, &sid("nobody")), None);
+}
