@@ -1,0 +1,161 @@
+// Simulcast as livekit-client users drive it: the layer a subscriber asks
+// for (setVideoQuality), adaptive stream pausing a hidden video, and
+// dynacast pausing the layers nobody watches.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startSdkFixture } from './lib/sdk.js';
+import { waitForMediaFrom } from './lib/browser.js';
+
+let fx;
+
+before(async () => {
+  fx = await startSdkFixture();
+});
+
+after(async () => {
+  await fx?.close();
+});
+
+/// A 1280×720 camera, sent as livekit-client's three simulcast layers.
+const HD_PUBLISHER = {
+  videoCaptureDefaults: { resolution: { width: 1280, height: 720, frameRate: 30 } },
+  publishDefaults: { simulcast: true },
+};
+
+/// The camera track `page` receives from `identity`, as its inbound-rtp stats.
+async function cameraStats(page, identity) {
+  return page.evaluate(async (identity) => {
+    const p = window.salonRoom.getParticipantByIdentity(identity);
+    const track = p?.getTrackPublication('camera')?.track;
+    if (!track?.receiver) return null;
+    let out = null;
+    (await track.receiver.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        out = {
+          framesDecoded: s.framesDecoded ?? 0,
+          frameWidth: s.frameWidth ?? 0,
+          bytesReceived: s.bytesReceived ?? 0,
+        };
+      }
+    });
+    return out;
+  }, identity);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/// Waits until `check(stats)` holds for two readings in a row with frames
+/// still being decoded in between; returns the last reading.
+async function waitForDecoding(page, identity, what, check, timeoutMs = 30000) {
+  const deadline = Date.now() + timeoutMs;
+  let prev = null;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await cameraStats(page, identity);
+    if (last && check(last) && prev && check(prev) && last.framesDecoded > prev.framesDecoded) return last;
+    prev = last;
+    await sleep(700);
+  }
+  throw new Error(`${what}: last stats ${JSON.stringify(last)}`);
+}
+
+test('setVideoQuality picks the layer a subscriber decodes', async () => {
+  await fx.joinWithSdk('pam', 'quality-room', {}, HD_PUBLISHER);
+  const sue = await fx.joinWithSdk('sue', 'quality-room', {}, { adaptiveStream: false });
+  await waitForMediaFrom(sue, 'pam');
+
+  const setQuality = (q) =>
+    sue.evaluate((q) => {
+      const pub = window.salonRoom.getParticipantByIdentity('pam').getTrackPublication('camera');
+      pub.setVideoQuality(LivekitClient.VideoQuality[q]);
+    }, q);
+
+  await setQuality('LOW');
+  const low = await waitForDecoding(sue, 'pam', 'the low layer', (s) => s.frameWidth > 0 && s.frameWidth <= 320);
+  await setQuality('HIGH');
+  const high = await waitForDecoding(sue, 'pam', 'a large layer', (s) => s.frameWidth >= 640);
+  assert.ok(high.framesDecoded > low.framesDecoded);
+  // And back down: the switch works both ways.
+  await setQuality('LOW');
+  await waitForDecoding(sue, 'pam', 'the low layer again', (s) => s.frameWidth <= 320);
+});
+
+test('a hidden video (adaptive stream) stops its stream until shown again', async () => {
+  await fx.joinWithSdk('hap', 'adaptive-room', {}, HD_PUBLISHER);
+  const hub = await fx.joinWithSdk('hub', 'adaptive-room', {}, { adaptiveStream: true });
+  await waitForMediaFrom(hub, 'hap');
+
+  await hub.evaluate(() => {
+    document.getElementById('media').style.display = 'none';
+  });
+  // Within a few seconds the SFU stops sending: a 2 s window without bytes.
+  const deadline = Date.now() + 20000;
+  let stopped = false;
+  let before = await cameraStats(hub, 'hap');
+  while (!stopped && Date.now() < deadline) {
+    await sleep(2000);
+    const now = await cameraStats(hub, 'hap');
+    stopped = now.bytesReceived === before.bytesReceived;
+    before = now;
+  }
+  assert.ok(stopped, `video kept flowing to a hidden element: ${JSON.stringify(before)}`);
+
+  await hub.evaluate(() => {
+    document.getElementById('media').style.display = '';
+  });
+  const resumed = await waitForDecoding(hub, 'hap', 'video after showing it again', (s) => s.framesDecoded > before.framesDecoded);
+  assert.ok(resumed.bytesReceived > before.bytesReceived);
+});
+
+test('dynacast stops the layers nobody watches at the publisher', async () => {
+  const dyn = await fx.joinWithSdk('dyn', 'dynacast-room', {}, { ...HD_PUBLISHER, dynacast: true });
+  const vic = await fx.joinWithSdk('vic', 'dynacast-room', {}, { adaptiveStream: false });
+  await waitForMediaFrom(vic, 'dyn');
+
+  /// Frames the publisher has encoded per simulcast layer. Frames, not
+  /// bytes: a paused layer may still send retransmissions the SFU asked for
+  /// before the pause.
+  const encodedByRid = () =>
+    dyn.evaluate(async () => {
+      const track = window.salonRoom.localParticipant.getTrackPublication('camera').track;
+      const out = {};
+      (await track.sender.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.rid) out[s.rid] = s.framesEncoded ?? 0;
+      });
+      return out;
+    });
+  /// Which layers grow over two seconds.
+  const growing = async () => {
+    const a = await encodedByRid();
+    await sleep(2000);
+    const b = await encodedByRid();
+    return Object.keys(b).filter((rid) => b[rid] > (a[rid] ?? 0)).sort();
+  };
+
+  await vic.evaluate(() =>
+    window.salonRoom
+      .getParticipantByIdentity('dyn')
+      .getTrackPublication('camera')
+      .setVideoQuality(LivekitClient.VideoQuality.LOW),
+  );
+  let layers = [];
+  for (let i = 0; i < 8 && layers.join() !== 'q'; i++) layers = await growing();
+  const active = await dyn.evaluate(() =>
+    window.salonRoom.localParticipant
+      .getTrackPublication('camera')
+      .track.sender.getParameters()
+      .encodings.map((e) => `${e.rid}:${e.active}`)
+      .join(' '),
+  );
+  assert.deepEqual(layers, ['q'], `only the watched layer is still encoded (encodings ${active})`);
+  // The viewer still decodes it.
+  await waitForDecoding(vic, 'dyn', 'the low layer', (s) => s.frameWidth <= 320);
+
+  await vic.evaluate(() =>
+    window.salonRoom
+      .getParticipantByIdentity('dyn')
+      .getTrackPublication('camera')
+      .setVideoQuality(LivekitClient.VideoQuality.HIGH),
+  );
+  await waitForDecoding(vic, 'dyn', 'the high layer once resumed', (s) => s.frameWidth >= 640);
+});
