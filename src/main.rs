@@ -47,6 +47,13 @@ struct DevArgs {
     /// get a join token for any room.
     #[arg(long)]
     no_guest_tokens: bool,
+    /// UDP port of the first media worker (the others use the next ports);
+    /// 0 picks free ports.
+    #[arg(long, default_value_t = 0)]
+    rtc_port: u16,
+    /// Media worker threads, each with one UDP port; 0 means one per core.
+    #[arg(long, default_value_t = 0)]
+    media_workers: usize,
     #[command(flatten)]
     keys: KeyArgs,
 }
@@ -224,7 +231,12 @@ async fn dev(args: DevArgs) -> Result<(), String> {
         tracing::warn!(dir = %args.web_dir.display(), "web app not built; run `npm --prefix web run build` to serve it");
         None
     };
-    let node = Node::new(NodeConfig { rtc_bind_ip: ip });
+    let node = Node::start(NodeConfig {
+        rtc_bind_ip: ip,
+        rtc_port: args.rtc_port,
+        media_workers: args.media_workers,
+    })
+    .map_err(|e| e.to_string())?;
     let router = app(
         SignalingConfig {
             keys: KeyStore::new(keys),

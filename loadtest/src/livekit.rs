@@ -200,7 +200,7 @@ pub(crate) async fn run(
                             && let Some(side) = &publisher
                         {
                             let offer = side.pc.create_offer(None).await?;
-                            let sdp = salon_sfu::apply_local(&side.pc, offer).await?;
+                            let sdp = peer::apply_local(&side.pc, offer).await?;
                             signal.send(Req::Offer(lk::SessionDescription {
                                 r#type: "offer".to_owned(),
                                 sdp,
@@ -221,7 +221,7 @@ pub(crate) async fn run(
                         if let Some(side) = &mut subscriber {
                             side.pc.set_remote_description(RTCSessionDescription::offer(offer.sdp)?).await?;
                             let answer = side.pc.create_answer(None).await?;
-                            let sdp = salon_sfu::apply_local(&side.pc, answer).await?;
+                            let sdp = peer::apply_local(&side.pc, answer).await?;
                             signal.send(Req::Answer(lk::SessionDescription {
                                 r#type: "answer".to_owned(),
                                 sdp,

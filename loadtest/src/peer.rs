@@ -159,7 +159,7 @@ pub(crate) async fn new_peer(
     };
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_setting_engine(salon_sfu::setting_engine())
+        .with_setting_engine(salon_sfu::setting_engine_builder().build())
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler { tx }))
@@ -266,6 +266,20 @@ pub(crate) async fn add_audio(
         layers: vec![(Quality::High, ssrc)],
         simulcast: false,
     })
+}
+
+/// Sets a description we made as local and returns the SDP to send, as the
+/// connection holds it after setting.
+pub(crate) async fn apply_local(
+    pc: &Arc<dyn PeerConnection>,
+    desc: webrtc::peer_connection::RTCSessionDescription,
+) -> Result<String, webrtc::error::Error> {
+    pc.set_local_description(desc).await?;
+    Ok(pc
+        .local_description()
+        .await
+        .map(|d| d.sdp)
+        .unwrap_or_default())
 }
 
 /// What the send loops need of the negotiated connection.

@@ -1,6 +1,7 @@
-//! Salon's media node. `room`, `rewriter` and `negotiation` are sans-IO state
-//! machines; `room_task`, `participant` and `forwarder` are the tokio shells
-//! that own sockets, peer connections and the clock.
+//! Salon's media node. `room`, `fanout`, `rewriter`, `speakers`,
+//! `negotiation`, `forwarder` and the media worker's core are sans-IO state
+//! machines; `room_task`, `participant` and the worker thread are the shells
+//! that own sockets, threads and the clock.
 
 pub mod fanout;
 pub mod feedback;
@@ -13,11 +14,13 @@ pub mod room;
 mod room_task;
 pub mod sdp;
 pub mod speakers;
+mod worker;
 
 pub use node::{JoinParams, Node, NodeConfig, NodeError, Session};
-pub use participant::{apply_local, setting_engine};
+pub use participant::setting_engine_builder;
 pub use room::{Grants, RoomConfig, RoomError};
 pub use room_task::RoomSnapshot;
+pub use worker::WorkerError;
 
 use livekit_protocol as lk;
 

@@ -4,6 +4,7 @@
 use crate::participant::{self, ParticipantHandle, SessionParts};
 use crate::room::{Grants, JoinRequest, Room, RoomConfig, RoomError, RoomInput};
 use crate::room_task::{self, RoomEvent, RoomSnapshot};
+use crate::worker::{WorkerError, WorkerHandle, Workers};
 use livekit_protocol as lk;
 use salon_common::{ParticipantIdentity, ParticipantSid, RoomName, TrackSid, new_sid};
 use std::collections::HashMap;
@@ -27,6 +28,11 @@ pub enum NodeError {
 pub struct NodeConfig {
     /// Address that media sockets bind to and that ICE candidates announce.
     pub rtc_bind_ip: IpAddr,
+    /// The first media worker's UDP port; the others take the ports after
+    /// it. 0 lets each pick a free port.
+    pub rtc_port: u16,
+    /// Media workers, each with its own thread and port; 0 means one per core.
+    pub media_workers: usize,
 }
 
 /// Who joins, and with which rights.
@@ -58,10 +64,17 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
-type Rooms = HashMap<RoomName, mpsc::UnboundedSender<RoomEvent>>;
+/// A room's task, and the media worker its connections live in.
+#[derive(Clone)]
+struct RoomEntry {
+    tx: mpsc::UnboundedSender<RoomEvent>,
+    worker: WorkerHandle,
+}
+
+type Rooms = HashMap<RoomName, RoomEntry>;
 
 struct Inner {
-    config: NodeConfig,
+    workers: Workers,
     rooms: Mutex<Rooms>,
 }
 
@@ -73,13 +86,15 @@ impl Inner {
 }
 
 impl Node {
-    pub fn new(config: NodeConfig) -> Self {
-        Self {
+    /// Starts the node's media workers; fails if their sockets cannot bind.
+    pub fn start(config: NodeConfig) -> Result<Self, WorkerError> {
+        let workers = Workers::start(config.rtc_bind_ip, config.rtc_port, config.media_workers)?;
+        Ok(Self {
             inner: Arc::new(Inner {
-                config,
+                workers,
                 rooms: Mutex::new(HashMap::new()),
             }),
-        }
+        })
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
@@ -87,18 +102,17 @@ impl Node {
     }
 
     fn room(&self, name: &RoomName) -> Option<mpsc::UnboundedSender<RoomEvent>> {
-        self.rooms().get(name).filter(|tx| !tx.is_closed()).cloned()
+        self.rooms()
+            .get(name)
+            .filter(|r| !r.tx.is_closed())
+            .map(|r| r.tx.clone())
     }
 
     /// The room's task, started with `config` if the room does not exist.
-    fn room_or_create(
-        &self,
-        name: &RoomName,
-        config: RoomConfig,
-    ) -> mpsc::UnboundedSender<RoomEvent> {
+    fn room_or_create(&self, name: &RoomName, config: RoomConfig) -> RoomEntry {
         let mut rooms = self.rooms();
-        if let Some(tx) = rooms.get(name).filter(|tx| !tx.is_closed()) {
-            return tx.clone();
+        if let Some(entry) = rooms.get(name).filter(|r| !r.tx.is_closed()) {
+            return entry.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let room = Room::new(
@@ -113,13 +127,17 @@ impl Node {
             if let Some(node) = node.upgrade() {
                 let mut rooms = node.rooms();
                 // Only forget the room if it was not already replaced.
-                if rooms.get(name).is_some_and(|tx| tx.same_channel(&own_tx)) {
+                if rooms.get(name).is_some_and(|r| r.tx.same_channel(&own_tx)) {
                     rooms.remove(name);
                 }
             }
         }));
-        rooms.insert(name.clone(), tx.clone());
-        tx
+        let entry = RoomEntry {
+            tx,
+            worker: self.inner.workers.pick(),
+        };
+        rooms.insert(name.clone(), entry.clone());
+        entry
     }
 
     /// Joins a participant, creating the room on first join as LiveKit does.
@@ -137,7 +155,8 @@ impl Node {
         };
         // A room that closes between lookup and join is created afresh, once.
         for _ in 0..2 {
-            let room = self.room_or_create(&params.room, RoomConfig::default());
+            let RoomEntry { tx: room, worker } =
+                self.room_or_create(&params.room, RoomConfig::default());
             let (handle, commands) = ParticipantHandle::new();
             let (reply_tx, reply_rx) = oneshot::channel();
             let sent = room.send(RoomEvent::Join {
@@ -156,7 +175,7 @@ impl Node {
             let (to_client, from_node) = mpsc::channel(SIGNAL_QUEUE);
             tokio::spawn(participant::run(SessionParts {
                 sid: sid.clone(),
-                bind_ip: self.inner.config.rtc_bind_ip,
+                worker,
                 room,
                 commands,
                 from_client,
@@ -176,7 +195,7 @@ impl Node {
         name: RoomName,
         config: RoomConfig,
     ) -> Result<lk::Room, NodeError> {
-        let room = self.room_or_create(&name, config);
+        let room = self.room_or_create(&name, config).tx;
         Ok(snapshot(&room).await?.room)
     }
 
@@ -186,7 +205,7 @@ impl Node {
             .rooms()
             .iter()
             .filter(|(name, _)| names.is_empty() || names.contains(name))
-            .map(|(_, tx)| tx.clone())
+            .map(|(_, r)| r.tx.clone())
             .collect();
         let mut out = Vec::with_capacity(rooms.len());
         for room in rooms {

@@ -2,40 +2,36 @@
 //! (publisher: the client offers; subscriber: the server offers), speaks the
 //! signal protocol with the client and carries out the room's commands.
 
-use crate::feedback::{FEEDBACK_SLOT, KeyframeRequestTap};
-use crate::forwarder::{self, DownTrack, ForwarderCommand, ForwarderHandle, LevelSink};
+use crate::forwarder::{DownTrack, ForwarderCommand, ForwarderHandle, LevelSink};
 use crate::negotiation::Negotiation;
 use crate::room::RoomInput;
 use crate::room_task::RoomEvent;
+use crate::worker::{
+    AUDIO_LEVEL_URI, Conn, ConnEvent, ConnNotice, OpenConn, WorkerError, WorkerHandle,
+};
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use lk::signal_response::Message as Resp;
-use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
-};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
 use salon_common::{ParticipantSid, TrackSid};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_remote::TrackRemote;
-use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, register_default_interceptors,
-};
-use webrtc::rtp_transceiver::RtpSender;
 
 /// Why a session ended with an error. The client gets a leave message; no
 /// one else is affected.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SessionError {
     #[error("webrtc: {0}")]
-    WebRtc(#[from] webrtc::error::Error),
+    WebRtc(#[from] rtc::shared::error::Error),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
     #[error("bad signal message: {0}")]
     BadSignal(&'static str),
     #[error("client is not reading its signal messages")]
@@ -75,34 +71,6 @@ impl ParticipantHandle {
     }
 }
 
-enum PcEvent {
-    Candidate(lk::SignalTarget, RTCIceCandidateInit),
-    Track(Arc<dyn TrackRemote>),
-    State(lk::SignalTarget, RTCPeerConnectionState),
-}
-
-struct PcHandler {
-    target: lk::SignalTarget,
-    tx: mpsc::UnboundedSender<PcEvent>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for PcHandler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let _ = self.tx.send(PcEvent::Candidate(self.target, init));
-        }
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.tx.send(PcEvent::Track(track));
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.tx.send(PcEvent::State(self.target, state));
-    }
-}
-
 /// ICE settings for every connection Salon makes.
 ///
 /// - No mDNS: webrtc-rs otherwise opens a multicast socket per connection to
@@ -115,63 +83,14 @@ impl PeerConnectionEventHandler for PcHandler {
 ///   known as peer-reflexive, and webrtc-rs's default 1 s wait (for a better
 ///   pair that never comes to a server) added a second to every join the
 ///   load test measured.
-pub fn setting_engine() -> webrtc::peer_connection::SettingEngine {
-    webrtc::peer_connection::SettingEngineBuilder::new()
+pub fn setting_engine_builder() -> SettingEngineBuilder {
+    SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_prflx_acceptance_min_wait(Some(std::time::Duration::ZERO))
-        .build()
-}
-
-const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-
-async fn new_peer_connection(
-    bind_ip: IpAddr,
-    handler: PcHandler,
-    keyframe_requests: Option<mpsc::UnboundedSender<u32>>,
-) -> Result<Arc<dyn PeerConnection>, SessionError> {
-    let mut media = MediaEngine::default();
-    media.register_default_codecs()?;
-    // Simulcast layers are told apart by these extensions.
-    for uri in [
-        "urn:ietf:params:rtp-hdrext:sdes:mid",
-        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
-        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
-    ] {
-        media.register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: uri.to_owned(),
-            },
-            RtpCodecKind::Video,
-            None,
-        )?;
-    }
-    // Microphones' levels tell who is speaking.
-    media.register_header_extension(
-        RTCRtpHeaderExtensionCapability {
-            uri: AUDIO_LEVEL_URI.to_owned(),
-        },
-        RtpCodecKind::Audio,
-        None,
-    )?;
-    let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
-    if let Some(tx) = keyframe_requests {
-        registry = registry.with(Slot::from(FEEDBACK_SLOT), KeyframeRequestTap::new(tx));
-    }
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_setting_engine(setting_engine())
-        .with_media_engine(media)
-        .with_interceptor_registry(registry)
-        .with_handler(Arc::new(handler))
-        .with_udp_addrs(vec![SocketAddr::new(bind_ip, 0)])
-        .build()
-        .await?;
-    Ok(Arc::new(pc))
 }
 
 struct DownEntry {
-    sender: Arc<dyn RtpSender>,
-    local: Arc<TrackLocalStaticRTP>,
+    sender: RTCRtpSenderId,
     forwarder: ForwarderHandle,
     ssrc: u32,
     attached: bool,
@@ -179,7 +98,7 @@ struct DownEntry {
 
 pub(crate) struct SessionParts {
     pub(crate) sid: ParticipantSid,
-    pub(crate) bind_ip: IpAddr,
+    pub(crate) worker: WorkerHandle,
     pub(crate) room: mpsc::UnboundedSender<RoomEvent>,
     pub(crate) commands: mpsc::UnboundedReceiver<ParticipantCommand>,
     pub(crate) from_client: mpsc::Receiver<lk::SignalRequest>,
@@ -190,8 +109,8 @@ struct Session {
     sid: ParticipantSid,
     room: mpsc::UnboundedSender<RoomEvent>,
     to_client: mpsc::Sender<lk::SignalResponse>,
-    publisher: Arc<dyn PeerConnection>,
-    subscriber: Arc<dyn PeerConnection>,
+    publisher: Conn,
+    subscriber: Conn,
     negotiation: Negotiation,
     /// Forwarding to a subscriber before its DTLS handshake completes would
     /// lose packets, among them the keyframe it starts decoding from.
@@ -204,8 +123,6 @@ struct Session {
     preferred_codecs: HashMap<String, String>,
     /// Candidates that came before the description they belong to.
     early_candidates: Vec<(lk::SignalTarget, RTCIceCandidateInit)>,
-    /// The id the publisher connection's last answer gave the audio level extension.
-    audio_level_ext: Option<u8>,
 }
 
 /// Runs one participant's session until the client leaves, the room
@@ -213,38 +130,39 @@ struct Session {
 pub(crate) async fn run(parts: SessionParts) {
     let SessionParts {
         sid,
-        bind_ip,
+        worker,
         room,
         mut commands,
         mut from_client,
         to_client,
     } = parts;
-    let (pc_tx, mut pc_rx) = mpsc::unbounded_channel();
+    let (notice_tx, mut notices) = mpsc::unbounded_channel();
     let (keyframe_tx, mut keyframe_rx) = mpsc::unbounded_channel();
     let built = async {
-        let publisher = new_peer_connection(
-            bind_ip,
-            PcHandler {
-                target: lk::SignalTarget::Publisher,
-                tx: pc_tx.clone(),
-            },
-            None,
-        )
-        .await?;
-        let subscriber = new_peer_connection(
-            bind_ip,
-            PcHandler {
-                target: lk::SignalTarget::Subscriber,
-                tx: pc_tx.clone(),
-            },
-            Some(keyframe_tx),
-        )
-        .await?;
-        Ok::<_, SessionError>((publisher, subscriber))
+        let publisher = worker
+            .open(OpenConn {
+                owner: sid.clone(),
+                notices: notice_tx.clone(),
+                levels: Some(LevelSink {
+                    room: room.clone(),
+                    publisher: sid.clone(),
+                }),
+                keyframe_requests: None,
+            })
+            .await?;
+        let subscriber = worker
+            .open(OpenConn {
+                owner: sid.clone(),
+                notices: notice_tx,
+                levels: None,
+                keyframe_requests: Some(keyframe_tx),
+            })
+            .await?;
+        Ok::<_, WorkerError>((publisher, subscriber))
     }
     .await;
     let (publisher, subscriber) = match built {
-        Ok(pcs) => pcs,
+        Ok(conns) => conns,
         Err(err) => {
             tracing::warn!(%err, "could not set up peer connections");
             let _ = room.send(RoomEvent::Input(RoomInput::Leave { sid }));
@@ -264,10 +182,7 @@ pub(crate) async fn run(parts: SessionParts) {
         publishing: std::collections::HashSet::new(),
         preferred_codecs: HashMap::new(),
         early_candidates: Vec::new(),
-        audio_level_ext: None,
     };
-    // The handlers hold the senders of peer connection events from here on.
-    drop(pc_tx);
     let outcome: Result<(), SessionError> = async {
         loop {
             tokio::select! {
@@ -283,7 +198,7 @@ pub(crate) async fn run(parts: SessionParts) {
                     None | Some(ParticipantCommand::Disconnect) => return Ok(()),
                     Some(command) => session.handle_command(command).await?,
                 },
-                Some(event) = pc_rx.recv() => session.handle_pc_event(event).await?,
+                Some(notice) = notices.recv() => session.handle_notice(notice).await?,
                 Some(ssrc) = keyframe_rx.recv() => session.keyframe_requested(ssrc),
             }
         }
@@ -302,23 +217,20 @@ pub(crate) async fn run(parts: SessionParts) {
         entry.forwarder.send(ForwarderCommand::Remove(sid.clone()));
     }
     let _ = room.send(RoomEvent::Input(RoomInput::Leave { sid: sid.clone() }));
-    let _ = session.publisher.close().await;
-    let _ = session.subscriber.close().await;
+    // Dropping the session closes both connections in their worker.
+    drop(session);
     tracing::debug!(participant = %sid, "session closed");
 }
 
 /// Sets a description we made as local and returns the SDP to send, as the
-/// connection holds it after setting. The load generator's clients use it too.
-pub async fn apply_local(
-    pc: &Arc<dyn PeerConnection>,
+/// connection holds it after setting.
+fn apply_local(
+    pc: &mut RTCPeerConnection,
+    now: std::time::Instant,
     desc: RTCSessionDescription,
-) -> Result<String, webrtc::error::Error> {
-    pc.set_local_description(desc).await?;
-    Ok(pc
-        .local_description()
-        .await
-        .map(|d| d.sdp)
-        .unwrap_or_default())
+) -> Result<String, rtc::shared::error::Error> {
+    pc.set_local_description(now, desc)?;
+    Ok(pc.local_description().map(|d| d.sdp).unwrap_or_default())
 }
 
 impl Session {
@@ -334,6 +246,13 @@ impl Session {
         let _ = self.room.send(RoomEvent::Input(input));
     }
 
+    fn conn(&self, target: lk::SignalTarget) -> &Conn {
+        match target {
+            lk::SignalTarget::Publisher => &self.publisher,
+            lk::SignalTarget::Subscriber => &self.subscriber,
+        }
+    }
+
     /// Returns true when the client left.
     async fn handle_request(&mut self, request: lk::SignalRequest) -> Result<bool, SessionError> {
         let Some(message) = request.message else {
@@ -347,7 +266,7 @@ impl Session {
                     .map_err(|_| SessionError::BadSignal("unknown trickle target"))?;
                 let init: RTCIceCandidateInit = serde_json::from_str(&trickle.candidate_init)
                     .map_err(|_| SessionError::BadSignal("malformed ICE candidate"))?;
-                self.add_candidate(target, init).await;
+                self.add_candidate(target, init).await?;
             }
             Req::AddTrack(request) => {
                 if let Some(codec) = request.simulcast_codecs.first()
@@ -408,15 +327,21 @@ impl Session {
         let offer_sdp = offer.sdp.clone();
         let desc = RTCSessionDescription::offer(offer.sdp)
             .map_err(|_| SessionError::BadSignal("malformed offer SDP"))?;
-        self.publisher
-            .set_remote_description(desc)
-            .await
-            .map_err(|_| SessionError::BadSignal("offer SDP rejected"))?;
-        let answer = self.publisher.create_answer(None).await?;
-        let sdp = apply_local(&self.publisher, answer).await?;
-        // Browsers send the answer's first codec: put the one asked for there.
-        let sdp = crate::sdp::prefer_codecs(&sdp, &offer_sdp, &self.preferred_codecs);
-        self.audio_level_ext = crate::sdp::extmap_id(&sdp, AUDIO_LEVEL_URI);
+        let preferred = self.preferred_codecs.clone();
+        let sdp = self
+            .publisher
+            .with(move |conn, now| {
+                conn.pc
+                    .set_remote_description(now, desc)
+                    .map_err(|_| SessionError::BadSignal("offer SDP rejected"))?;
+                let answer = conn.pc.create_answer(None)?;
+                let sdp = apply_local(&mut conn.pc, now, answer)?;
+                // Browsers send the answer's first codec: put the one asked for there.
+                let sdp = crate::sdp::prefer_codecs(&sdp, &offer_sdp, &preferred);
+                conn.audio_level_ext = crate::sdp::extmap_id(&sdp, AUDIO_LEVEL_URI);
+                Ok::<_, SessionError>(sdp)
+            })
+            .await??;
         self.send(Resp::Answer(lk::SessionDescription {
             r#type: "answer".to_owned(),
             sdp,
@@ -424,7 +349,7 @@ impl Session {
             mid_to_track_id: HashMap::new(),
         }))?;
         self.flush_early_candidates(lk::SignalTarget::Publisher)
-            .await;
+            .await?;
         let stopped: Vec<String> = self
             .publishing
             .iter()
@@ -449,47 +374,66 @@ impl Session {
         let desc = RTCSessionDescription::answer(answer.sdp)
             .map_err(|_| SessionError::BadSignal("malformed answer SDP"))?;
         self.subscriber
-            .set_remote_description(desc)
-            .await
+            .with(move |conn, now| conn.pc.set_remote_description(now, desc))
+            .await?
             .map_err(|_| SessionError::BadSignal("answer SDP rejected"))?;
         self.flush_early_candidates(lk::SignalTarget::Subscriber)
-            .await;
+            .await?;
         if self.negotiation.answered() {
             self.send_offer().await?;
         }
-        self.attach_down_tracks().await;
+        self.attach_down_tracks().await?;
         Ok(())
     }
 
-    async fn add_candidate(&mut self, target: lk::SignalTarget, init: RTCIceCandidateInit) {
-        let pc = match target {
-            lk::SignalTarget::Publisher => &self.publisher,
-            lk::SignalTarget::Subscriber => &self.subscriber,
-        };
-        if pc.remote_description().await.is_none() {
-            if self.early_candidates.len() < 64 {
-                self.early_candidates.push((target, init));
-            }
-            return;
+    async fn add_candidate(
+        &mut self,
+        target: lk::SignalTarget,
+        init: RTCIceCandidateInit,
+    ) -> Result<(), SessionError> {
+        let conn = self.conn(target);
+        let refused = conn
+            .with(move |conn, _| {
+                if conn.pc.remote_description().is_none() {
+                    return Some(init);
+                }
+                if let Err(err) = conn.pc.add_remote_candidate(init) {
+                    tracing::debug!(%err, "ignored a remote ICE candidate");
+                }
+                None
+            })
+            .await?;
+        // Candidates that come before their description wait for it.
+        if let Some(init) = refused
+            && self.early_candidates.len() < 64
+        {
+            self.early_candidates.push((target, init));
         }
-        if let Err(err) = pc.add_ice_candidate(init).await {
-            tracing::debug!(%err, "ignored a remote ICE candidate");
-        }
+        Ok(())
     }
 
-    async fn flush_early_candidates(&mut self, target: lk::SignalTarget) {
+    async fn flush_early_candidates(
+        &mut self,
+        target: lk::SignalTarget,
+    ) -> Result<(), SessionError> {
         let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early_candidates)
             .into_iter()
             .partition(|(t, _)| *t == target);
         self.early_candidates = later;
         for (t, init) in now {
-            self.add_candidate(t, init).await;
+            self.add_candidate(t, init).await?;
         }
+        Ok(())
     }
 
     async fn send_offer(&mut self) -> Result<(), SessionError> {
-        let offer = self.subscriber.create_offer(None).await?;
-        let sdp = apply_local(&self.subscriber, offer).await?;
+        let sdp = self
+            .subscriber
+            .with(|conn, now| {
+                let offer = conn.pc.create_offer(None)?;
+                apply_local(&mut conn.pc, now, offer)
+            })
+            .await??;
         self.offer_id += 1;
         self.send(Resp::Offer(lk::SessionDescription {
             r#type: "offer".to_owned(),
@@ -501,32 +445,57 @@ impl Session {
 
     /// Starts forwarding to down tracks whose negotiation has completed, now
     /// that the payload type the subscriber accepted is known.
-    async fn attach_down_tracks(&mut self) {
+    async fn attach_down_tracks(&mut self) -> Result<(), SessionError> {
         if !self.subscriber_connected || self.negotiation.is_awaiting() {
-            return;
+            return Ok(());
         }
-        for entry in self.down.values_mut().filter(|e| !e.attached) {
-            let Ok(params) = entry.sender.get_parameters().await else {
+        let waiting: Vec<(TrackSid, RTCRtpSenderId, String)> = self
+            .down
+            .iter()
+            .filter(|(_, e)| !e.attached)
+            .map(|(t, e)| (t.clone(), e.sender, e.forwarder.codec.mime_type.clone()))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let query: Vec<(RTCRtpSenderId, String)> =
+            waiting.iter().map(|(_, s, m)| (*s, m.clone())).collect();
+        let payload_types: Vec<Option<u8>> = self
+            .subscriber
+            .with(move |conn, _| {
+                query
+                    .into_iter()
+                    .map(|(sender, mime)| {
+                        let mut sender = conn.pc.rtp_sender(sender)?;
+                        sender
+                            .get_parameters()
+                            .rtp_parameters
+                            .codecs
+                            .iter()
+                            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
+                            .map(|c| c.payload_type)
+                    })
+                    .collect()
+            })
+            .await?;
+        for ((track, sender, mime), payload_type) in waiting.into_iter().zip(payload_types) {
+            let Some(entry) = self.down.get_mut(&track) else {
                 continue;
             };
-            let mime = &entry.forwarder.codec.mime_type;
-            let Some(codec) = params
-                .rtp_parameters
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-            else {
+            let Some(payload_type) = payload_type else {
                 tracing::warn!(%mime, "subscriber did not accept the track's codec");
                 continue;
             };
             entry.attached = true;
             entry.forwarder.send(ForwarderCommand::Add(DownTrack {
                 subscriber: self.sid.clone(),
-                local: entry.local.clone(),
+                conn: self.subscriber.id,
+                sender,
                 ssrc: entry.ssrc,
-                payload_type: codec.payload_type,
+                payload_type,
             }));
         }
+        Ok(())
     }
 
     /// The subscriber lost video on `ssrc` and wants a keyframe.
@@ -553,7 +522,7 @@ impl Session {
                 // Any non-zero value unique within the subscriber connection will do.
                 let ssrc: u32 = rand::random::<u32>().max(1);
                 // livekit-client finds the publisher and the track from these ids.
-                let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                let local = MediaStreamTrack::new(
                     format!("{publisher}|{}", track.sid),
                     track.sid.clone(),
                     track.sid.clone(),
@@ -566,16 +535,15 @@ impl Session {
                         codec: forwarder.codec.clone(),
                         ..Default::default()
                     }],
-                )));
+                );
                 let sender = self
                     .subscriber
-                    .add_track(local.clone() as Arc<dyn TrackLocal>)
-                    .await?;
+                    .with(move |conn, _| conn.pc.add_track(local))
+                    .await??;
                 self.down.insert(
                     track_sid,
                     DownEntry {
                         sender,
-                        local,
                         forwarder,
                         ssrc,
                         attached: false,
@@ -590,7 +558,12 @@ impl Session {
                     entry
                         .forwarder
                         .send(ForwarderCommand::Remove(self.sid.clone()));
-                    if let Err(err) = self.subscriber.remove_track(&entry.sender).await {
+                    let sender = entry.sender;
+                    let removed = self
+                        .subscriber
+                        .with(move |conn, _| conn.pc.remove_track(sender))
+                        .await?;
+                    if let Err(err) = removed {
                         tracing::debug!(%err, "removing a down track failed");
                     }
                     if self.negotiation.tracks_changed() {
@@ -603,42 +576,26 @@ impl Session {
         Ok(())
     }
 
-    async fn handle_pc_event(&mut self, event: PcEvent) -> Result<(), SessionError> {
-        match event {
-            PcEvent::Candidate(target, init) => {
-                let candidate_init = serde_json::to_string(&init)
-                    .map_err(|_| SessionError::BadSignal("unencodable local candidate"))?;
-                self.send(Resp::Trickle(lk::TrickleRequest {
-                    candidate_init,
-                    target: target as i32,
-                    r#final: false,
-                }))?;
-            }
-            PcEvent::Track(track) => {
-                let room = self.room.clone();
-                let publisher = self.sid.clone();
-                let cid = track.track_id().await;
+    async fn handle_notice(&mut self, notice: ConnNotice) -> Result<(), SessionError> {
+        let target = if notice.conn == self.publisher.id {
+            lk::SignalTarget::Publisher
+        } else {
+            lk::SignalTarget::Subscriber
+        };
+        match notice.event {
+            ConnEvent::Track { cid, forwarder } => {
                 self.publishing.insert(cid.clone());
-                let levels = self.audio_level_ext.map(|ext_id| LevelSink {
-                    room: room.clone(),
-                    publisher: publisher.clone(),
-                    ext_id,
-                });
-                tokio::spawn(async move {
-                    if let Some(forwarder) = forwarder::start(track, levels).await {
-                        let _ = room.send(RoomEvent::Media {
-                            publisher,
-                            cid,
-                            forwarder,
-                        });
-                    }
+                let _ = self.room.send(RoomEvent::Media {
+                    publisher: self.sid.clone(),
+                    cid,
+                    forwarder,
                 });
             }
-            PcEvent::State(target, state) => {
+            ConnEvent::State(state) => {
                 tracing::debug!(participant = %self.sid, ?target, %state, "peer connection state");
                 if target == lk::SignalTarget::Subscriber {
                     self.subscriber_connected = state == RTCPeerConnectionState::Connected;
-                    self.attach_down_tracks().await;
+                    self.attach_down_tracks().await?;
                 }
             }
         }

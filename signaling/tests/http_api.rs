@@ -22,9 +22,12 @@ fn router(guest: bool) -> Router {
             guest_key: guest.then(|| "devkey".to_owned()),
             web_dir: None,
         },
-        Node::new(NodeConfig {
+        Node::start(NodeConfig {
             rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        }),
+            rtc_port: 0,
+            media_workers: 1,
+        })
+        .expect("media worker starts"),
     )
 }
 

@@ -23,9 +23,12 @@ async fn server() -> SocketAddr {
             guest_key: None,
             web_dir: None,
         },
-        Node::new(NodeConfig {
+        Node::start(NodeConfig {
             rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        }),
+            rtc_port: 0,
+            media_workers: 1,
+        })
+        .expect("media worker starts"),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

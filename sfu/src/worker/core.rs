@@ -1,0 +1,520 @@
+//! The sans-IO core of a media worker: every peer connection of the rooms
+//! pinned to the worker, the routing of its shared socket, and the tracks
+//! forwarded between those connections. It reads no clock and owns no
+//! socket: the shell feeds it datagrams, commands and timeouts with an
+//! `Instant`, and sends the datagrams it queues.
+
+use super::demux::Demux;
+use super::{ConnEvent, ConnId, ConnNotice, OpenConn, TrackKey, WorkerCommand};
+use crate::feedback::{FEEDBACK_SLOT, KeyframeRequestTap};
+use crate::forwarder::{Forwarder, ForwarderCommand, ForwarderHandle};
+use crate::rewriter::Rank;
+use bytes::BytesMut;
+use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use salon_common::ParticipantSid;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+pub(crate) const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// One peer connection and what the worker knows about it.
+pub(crate) struct Connection {
+    pub(crate) pc: RTCPeerConnection,
+    /// The id the connection's last answer gave the audio level extension;
+    /// the session sets it after answering a publisher's offer.
+    pub(crate) audio_level_ext: Option<u8>,
+    owner: ParticipantSid,
+    notices: mpsc::UnboundedSender<ConnNotice>,
+    levels: Option<crate::forwarder::LevelSink>,
+    /// The layer of every SSRC the connection receives, from its rid.
+    ranks: HashMap<u32, Rank>,
+    /// Tracks announced by the connection whose codec is not known yet.
+    opening: HashMap<String, RTCRtpReceiverId>,
+    /// Tracks the connection publishes, by the client's track id (cid).
+    tracks: HashMap<String, TrackKey>,
+    /// The timeout last handed to the timer heap.
+    next_timeout: Option<Instant>,
+    dirty: bool,
+}
+
+pub(crate) struct WorkerCore {
+    local_addr: SocketAddr,
+    /// For the handles this worker gives out; weak, so that the worker
+    /// stops once the node and every session let go of it.
+    handle: mpsc::WeakUnboundedSender<WorkerCommand>,
+    conns: HashMap<ConnId, Connection>,
+    tracks: HashMap<TrackKey, Forwarder>,
+    demux: Demux,
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    dirty: Vec<ConnId>,
+    transmits: VecDeque<(SocketAddr, BytesMut)>,
+    /// Reused between flushes so that reading a connection allocates nothing.
+    inbox: Vec<RTCMessage>,
+    events: Vec<RTCPeerConnectionEvent>,
+    next_id: u64,
+}
+
+/// Most datagrams queued for sending; beyond it the oldest are dropped, as
+/// a full socket buffer would.
+const MAX_TRANSMITS: usize = 65_536;
+
+impl WorkerCore {
+    pub(crate) fn new(
+        local_addr: SocketAddr,
+        handle: mpsc::WeakUnboundedSender<WorkerCommand>,
+    ) -> Self {
+        Self {
+            local_addr,
+            handle,
+            conns: HashMap::new(),
+            tracks: HashMap::new(),
+            demux: Demux::default(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            transmits: VecDeque::new(),
+            inbox: Vec::new(),
+            events: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    /// A datagram that arrived on the worker's socket.
+    pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Some(id) = self.demux.route(from, datagram) else {
+            tracing::trace!("datagram for no connection");
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let message = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(datagram),
+        };
+        if let Err(err) = conn.pc.handle_read(message) {
+            // Whatever a peer sends, it only ever costs it its own packet.
+            tracing::trace!(%err, "a peer's datagram was refused");
+        }
+        mark(&mut self.dirty, id, conn);
+        self.flush(now);
+    }
+
+    pub(crate) fn handle_command(&mut self, now: Instant, command: WorkerCommand) {
+        match command {
+            WorkerCommand::Open { open, reply } => {
+                let result = self.open(now, open);
+                let _ = reply.send(result);
+            }
+            WorkerCommand::With { conn: id, f } => {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    f(conn, now);
+                    mark(&mut self.dirty, id, conn);
+                }
+                // A dropped `f` tells the caller the connection is gone.
+            }
+            WorkerCommand::Forward { track, command } => self.forward_command(now, track, command),
+            WorkerCommand::Close(id) => self.close(id),
+        }
+        self.flush(now);
+    }
+
+    /// The earliest instant a connection wants `handle_timeout`.
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        // Entries superseded by a later timeout of the same connection are skipped.
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if self.conns.get(&id).and_then(|c| c.next_timeout) == Some(at) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if conn.next_timeout != Some(at) {
+                continue;
+            }
+            conn.next_timeout = None;
+            if let Err(err) = conn.pc.handle_timeout(now) {
+                tracing::debug!(%err, "peer connection timeout failed");
+            }
+            mark(&mut self.dirty, id, conn);
+        }
+        self.flush(now);
+    }
+
+    /// The next datagram to send, and where.
+    pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.transmits.pop_front()
+    }
+
+    fn open(&mut self, now: Instant, open: OpenConn) -> Result<ConnId, String> {
+        let id = ConnId(self.next_id);
+        self.next_id += 1;
+        let ufrag = random_token(16);
+        let pc = build_pc(now, &open, ufrag.clone()).map_err(|e| e.to_string())?;
+        let mut conn = Connection {
+            pc,
+            audio_level_ext: None,
+            owner: open.owner,
+            notices: open.notices,
+            levels: open.levels,
+            ranks: HashMap::new(),
+            opening: HashMap::new(),
+            tracks: HashMap::new(),
+            next_timeout: None,
+            dirty: false,
+        };
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: self.local_addr.ip().to_string(),
+                port: self.local_addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(|e| e.to_string())?;
+        let init = RTCIceCandidate::from(&candidate)
+            .to_json()
+            .map_err(|e| e.to_string())?;
+        conn.pc
+            .add_local_candidate(init)
+            .map_err(|e| e.to_string())?;
+        // That is the only candidate: it goes in every description, with
+        // end-of-candidates, so there is nothing to trickle.
+        conn.pc
+            .add_local_candidate(RTCIceCandidateInit::default())
+            .map_err(|e| e.to_string())?;
+        self.demux.register(ufrag, id);
+        mark(&mut self.dirty, id, &mut conn);
+        self.conns.insert(id, conn);
+        Ok(id)
+    }
+
+    fn close(&mut self, id: ConnId) {
+        let Some(mut conn) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Err(err) = conn.pc.close() {
+            tracing::trace!(%err, "closing a peer connection");
+        }
+        // The close alerts go out; nothing else will.
+        while let Some(out) = conn.pc.poll_write() {
+            self.queue(out.transport.peer_addr, out.message);
+        }
+        self.demux.remove(id);
+        for key in conn.tracks.values() {
+            self.tracks.remove(key);
+        }
+        for forwarder in self.tracks.values_mut() {
+            forwarder.fanout.remove(&conn.owner);
+        }
+    }
+
+    fn forward_command(&mut self, now: Instant, track: TrackKey, command: ForwarderCommand) {
+        let Some(forwarder) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        if let Some(ssrc) = forwarder.command(now, command) {
+            request_keyframe(&mut self.conns, &mut self.dirty, forwarder, now, ssrc);
+        }
+    }
+
+    fn queue(&mut self, to: SocketAddr, datagram: BytesMut) {
+        if self.transmits.len() >= MAX_TRANSMITS {
+            self.transmits.pop_front();
+        }
+        self.transmits.push_back((to, datagram));
+    }
+
+    /// Drains every connection touched since the last flush: its datagrams
+    /// to send, its events, and the media it received, which may touch
+    /// other connections in turn.
+    fn flush(&mut self, now: Instant) {
+        while let Some(id) = self.dirty.pop() {
+            let mut inbox = std::mem::take(&mut self.inbox);
+            let mut events = std::mem::take(&mut self.events);
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.dirty = false;
+                while let Some(event) = conn.pc.poll_event() {
+                    events.push(event);
+                }
+                while let Some(message) = conn.pc.poll_read() {
+                    inbox.push(message.message);
+                }
+                while let Some(out) = conn.pc.poll_write() {
+                    if self.transmits.len() >= MAX_TRANSMITS {
+                        self.transmits.pop_front();
+                    }
+                    self.transmits
+                        .push_back((out.transport.peer_addr, out.message));
+                }
+                let next = conn.pc.poll_timeout();
+                if next != conn.next_timeout {
+                    conn.next_timeout = next;
+                    if let Some(at) = next {
+                        self.timers.push(Reverse((at, id)));
+                    }
+                }
+            }
+            for event in events.drain(..) {
+                self.on_event(id, event);
+            }
+            for message in inbox.drain(..) {
+                self.on_message(now, id, message);
+            }
+            self.inbox = inbox;
+            self.events = events;
+        }
+    }
+
+    fn on_event(&mut self, id: ConnId, event: RTCPeerConnectionEvent) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let notice = match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => ConnEvent::State(state),
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                let rank = init.rid.as_deref().map_or(Rank::SINGLE, Rank::of_rid);
+                conn.ranks.insert(init.ssrc, rank);
+                if !conn.tracks.contains_key(&init.track_id) {
+                    conn.opening.insert(init.track_id.clone(), init.receiver_id);
+                }
+                self.try_open_track(id, &init.track_id, init.ssrc);
+                return;
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
+                conn.opening.remove(&track_id);
+                if let Some(key) = conn.tracks.remove(&track_id) {
+                    self.tracks.remove(&key);
+                }
+                return;
+            }
+            _ => return,
+        };
+        let _ = conn.notices.send(ConnNotice {
+            conn: id,
+            event: notice,
+        });
+    }
+
+    /// Starts forwarding a track once its codec is known, and tells the
+    /// session, which tells the room.
+    fn try_open_track(&mut self, id: ConnId, track_id: &str, ssrc: u32) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(&receiver_id) = conn.opening.get(track_id) else {
+            return;
+        };
+        let Some(receiver) = conn.pc.rtp_receiver(receiver_id) else {
+            return;
+        };
+        let track = receiver.track();
+        let kind = track.kind();
+        let Some(codec) = track.codec(ssrc).cloned() else {
+            return;
+        };
+        conn.opening.remove(track_id);
+        let key = TrackKey(self.next_id);
+        self.next_id += 1;
+        let levels = conn
+            .levels
+            .clone()
+            .zip(conn.audio_level_ext)
+            .filter(|_| kind == RtpCodecKind::Audio);
+        let forwarder = Forwarder::new(id, receiver_id, &codec, kind, levels);
+        if let Some(old) = conn.tracks.insert(track_id.to_owned(), key) {
+            // The client published the same track again on a new transceiver.
+            self.tracks.remove(&old);
+        }
+        self.tracks.insert(key, forwarder);
+        tracing::debug!(ssrc, mime = %codec.mime_type, "forwarding a new track");
+        let Some(tx) = self.handle.upgrade() else {
+            return;
+        };
+        let handle = ForwarderHandle {
+            worker: super::WorkerHandle { tx },
+            track: key,
+            codec,
+            kind,
+        };
+        let _ = conn.notices.send(ConnNotice {
+            conn: id,
+            event: ConnEvent::Track {
+                cid: track_id.to_owned(),
+                forwarder: handle,
+            },
+        });
+    }
+
+    fn on_message(&mut self, now: Instant, id: ConnId, message: RTCMessage) {
+        let RTCMessage::RtpPacket(track_id, mut packet) = message else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let key = match conn.tracks.get(&track_id) {
+            Some(&key) => key,
+            None => {
+                self.try_open_track(id, &track_id, ssrc);
+                match self.conns.get(&id).and_then(|c| c.tracks.get(&track_id)) {
+                    Some(&key) => key,
+                    None => return,
+                }
+            }
+        };
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let rank = conn.ranks.get(&ssrc).copied().unwrap_or(Rank::SINGLE);
+        let Some(forwarder) = self.tracks.get_mut(&key) else {
+            return;
+        };
+        forwarder.on_packet(now, rank, &mut packet);
+        for (down, route) in forwarder.fanout.routes() {
+            let Some(sub) = self.conns.get_mut(&down.conn) else {
+                continue;
+            };
+            let Some(mut sender) = sub.pc.rtp_sender(down.sender) else {
+                continue;
+            };
+            let mut out = packet.clone();
+            out.header.sequence_number = route.sequence;
+            out.header.timestamp = route.timestamp;
+            out.header.ssrc = down.ssrc;
+            out.header.payload_type = down.payload_type;
+            if let Err(err) = sender.write_rtp(now, out) {
+                tracing::trace!(%err, "down track write failed");
+            }
+            mark(&mut self.dirty, down.conn, sub);
+        }
+        while let Some(ssrc) = forwarder.fanout.poll_keyframe_request(now) {
+            request_keyframe(&mut self.conns, &mut self.dirty, forwarder, now, ssrc);
+        }
+    }
+}
+
+/// Queues a connection for the next flush, once.
+fn mark(dirty: &mut Vec<ConnId>, id: ConnId, conn: &mut Connection) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(id);
+    }
+}
+
+/// Asks the publisher of `forwarder` for a keyframe of layer `media_ssrc`.
+fn request_keyframe(
+    conns: &mut HashMap<ConnId, Connection>,
+    dirty: &mut Vec<ConnId>,
+    forwarder: &Forwarder,
+    now: Instant,
+    media_ssrc: u32,
+) {
+    let Some(conn) = conns.get_mut(&forwarder.publisher) else {
+        return;
+    };
+    let Some(mut receiver) = conn.pc.rtp_receiver(forwarder.receiver) else {
+        return;
+    };
+    let pli = PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc,
+    };
+    tracing::trace!(media_ssrc, "asking the publisher for a keyframe");
+    if let Err(err) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
+        tracing::trace!(%err, "keyframe request failed");
+    }
+    mark(dirty, forwarder.publisher, conn);
+}
+
+/// ICE credentials: letters and digits, as RFC 8839 allows.
+fn random_token(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+fn build_pc(
+    now: Instant,
+    open: &OpenConn,
+    ufrag: String,
+) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
+    let mut media = MediaEngine::default();
+    media.register_default_codecs()?;
+    // Simulcast layers are told apart by these extensions.
+    for uri in [
+        "urn:ietf:params:rtp-hdrext:sdes:mid",
+        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+    ] {
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
+            RtpCodecKind::Video,
+            None,
+        )?;
+    }
+    // Microphones' levels tell who is speaking.
+    media.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
+    let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
+    if let Some(tx) = &open.keyframe_requests {
+        registry = registry.with(
+            Slot::from(FEEDBACK_SLOT),
+            KeyframeRequestTap::new(tx.clone()),
+        );
+    }
+    let settings = crate::participant::setting_engine_builder()
+        .with_ice_credentials(ufrag, random_token(32))
+        .build();
+    RTCPeerConnectionBuilder::new()
+        .with_setting_engine(settings)
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .build(now)
+}

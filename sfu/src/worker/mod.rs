@@ -1,0 +1,278 @@
+//! Media workers: one thread per core, each with one UDP socket shared by
+//! all the peer connections of the rooms pinned to it. The thread is a thin
+//! shell around `WorkerCore` (sans-IO): it reads datagrams, commands and
+//! the clock, and sends what the core queues. Forwarding a packet from a
+//! publisher to its subscribers happens inside the core, with no task, lock
+//! or channel between them.
+
+mod core;
+mod demux;
+
+pub(crate) use self::core::{AUDIO_LEVEL_URI, Connection};
+use crate::forwarder::{ForwarderCommand, ForwarderHandle, LevelSink};
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use salon_common::ParticipantSid;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// A peer connection inside a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ConnId(u64);
+
+/// A published track inside a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TrackKey(u64);
+
+/// What a connection tells the session that owns it.
+pub(crate) enum ConnEvent {
+    State(RTCPeerConnectionState),
+    /// A track arrived and is being forwarded (publisher connections).
+    Track {
+        cid: String,
+        forwarder: ForwarderHandle,
+    },
+}
+
+pub(crate) struct ConnNotice {
+    pub(crate) conn: ConnId,
+    pub(crate) event: ConnEvent,
+}
+
+/// What a new connection needs.
+pub(crate) struct OpenConn {
+    pub(crate) owner: ParticipantSid,
+    pub(crate) notices: mpsc::UnboundedSender<ConnNotice>,
+    /// Where a publisher's audio levels go.
+    pub(crate) levels: Option<LevelSink>,
+    /// Where a subscriber's keyframe requests go (the SSRC it lost).
+    pub(crate) keyframe_requests: Option<mpsc::UnboundedSender<u32>>,
+}
+
+type ConnFn = Box<dyn FnOnce(&mut Connection, Instant) + Send>;
+
+pub(crate) enum WorkerCommand {
+    Open {
+        open: OpenConn,
+        reply: oneshot::Sender<Result<ConnId, String>>,
+    },
+    /// Runs `f` on a connection: the control plane (descriptions,
+    /// candidates, tracks) goes through here.
+    With {
+        conn: ConnId,
+        f: ConnFn,
+    },
+    Forward {
+        track: TrackKey,
+        command: ForwarderCommand,
+    },
+    Close(ConnId),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("media worker is gone")]
+    Gone,
+    #[error("peer connection is closed")]
+    Closed,
+    #[error("could not open a peer connection: {0}")]
+    Open(String),
+    #[error("cannot bind the media socket {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone)]
+pub(crate) struct WorkerHandle {
+    tx: mpsc::UnboundedSender<WorkerCommand>,
+}
+
+impl WorkerHandle {
+    pub(crate) fn send(&self, command: WorkerCommand) {
+        // A worker only stops when the node does.
+        let _ = self.tx.send(command);
+    }
+
+    pub(crate) async fn open(&self, open: OpenConn) -> Result<Conn, WorkerError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WorkerCommand::Open { open, reply });
+        let id = rx
+            .await
+            .map_err(|_| WorkerError::Gone)?
+            .map_err(WorkerError::Open)?;
+        Ok(Conn {
+            id,
+            worker: self.clone(),
+        })
+    }
+}
+
+/// A session's hold on one of its connections. Dropping it closes the
+/// connection.
+pub(crate) struct Conn {
+    pub(crate) id: ConnId,
+    worker: WorkerHandle,
+}
+
+impl Conn {
+    /// Runs `f` on the connection in its worker and returns what it returns.
+    pub(crate) async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, Instant) -> R + Send + 'static,
+    ) -> Result<R, WorkerError> {
+        let (tx, rx) = oneshot::channel();
+        self.worker.send(WorkerCommand::With {
+            conn: self.id,
+            f: Box::new(move |conn, now| {
+                let _ = tx.send(f(conn, now));
+            }),
+        });
+        rx.await.map_err(|_| WorkerError::Closed)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.worker.send(WorkerCommand::Close(self.id));
+    }
+}
+
+/// The node's workers; rooms are spread over them.
+pub(crate) struct Workers {
+    workers: Vec<WorkerHandle>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Workers {
+    /// Starts `count` workers (one per core when 0) on `ip`; the first binds
+    /// `port` and the others the ports after it, or all pick a free port
+    /// when `port` is 0.
+    pub(crate) fn start(ip: IpAddr, port: u16, count: usize) -> Result<Self, WorkerError> {
+        let count = if count == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            count
+        };
+        let mut workers = Vec::with_capacity(count);
+        for i in 0..count {
+            let port = if port == 0 {
+                0
+            } else {
+                port.saturating_add(i as u16)
+            };
+            let addr = SocketAddr::new(ip, port);
+            let socket = std::net::UdpSocket::bind(addr)
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .map_err(|source| WorkerError::Bind { addr, source })?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let handle = WorkerHandle { tx };
+            let own = handle.clone();
+            std::thread::Builder::new()
+                .name(format!("salon-media-{i}"))
+                .spawn(move || run(socket, own, rx))
+                .map_err(|source| WorkerError::Bind { addr, source })?;
+            workers.push(handle);
+        }
+        Ok(Self {
+            workers,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// The worker for a new room: the next one in turn.
+    pub(crate) fn pick(&self) -> WorkerHandle {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.workers[i % self.workers.len()].clone()
+    }
+}
+
+/// Datagrams read in one go before the core's output is flushed.
+const READ_BATCH: usize = 64;
+/// Large enough for any datagram a peer may send on a typical path MTU.
+const RECV_BUFFER: usize = 2048;
+
+/// The worker thread: a single-threaded runtime around the core.
+fn run(
+    socket: std::net::UdpSocket,
+    handle: WorkerHandle,
+    commands: mpsc::UnboundedReceiver<WorkerCommand>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            tracing::error!(%err, "cannot start a media worker");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let socket = match tokio::net::UdpSocket::from_std(socket) {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::error!(%err, "cannot use the media socket");
+                return;
+            }
+        };
+        let local_addr = match socket.local_addr() {
+            Ok(a) => a,
+            Err(err) => {
+                tracing::error!(%err, "media socket has no address");
+                return;
+            }
+        };
+        tracing::info!(%local_addr, "media worker listening");
+        shell(socket, local_addr, handle, commands).await;
+    });
+}
+
+async fn shell(
+    socket: tokio::net::UdpSocket,
+    local_addr: SocketAddr,
+    handle: WorkerHandle,
+    mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
+) {
+    let mut core = self::core::WorkerCore::new(local_addr, handle.tx.downgrade());
+    drop(handle);
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        let deadline = core.poll_timeout();
+        tokio::select! {
+            ready = socket.readable() => {
+                if ready.is_err() {
+                    continue;
+                }
+                for _ in 0..READ_BATCH {
+                    match socket.try_recv_from(&mut buf) {
+                        Ok((n, from)) => core.handle_datagram(Instant::now(), from, &buf[..n]),
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                        // ICMP errors for one peer surface here; they say nothing about others.
+                        Err(err) => tracing::trace!(%err, "media socket read"),
+                    }
+                }
+            }
+            command = commands.recv() => match command {
+                Some(command) => core.handle_command(Instant::now(), command),
+                None => return,
+            },
+            () = sleep_until(deadline) => core.handle_timeout(Instant::now()),
+        }
+        while let Some((to, datagram)) = core.poll_transmit() {
+            match socket.try_send_to(&datagram, to) {
+                Ok(_) => {}
+                // A full send buffer drops the datagram, as the network could.
+                Err(err) => tracing::trace!(%err, "media socket write"),
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
