@@ -310,7 +310,14 @@ impl WorkerCore {
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 let rank = init.rid.as_deref().map_or(Rank::SINGLE, Rank::of_rid);
                 conn.ranks.insert(init.ssrc, rank);
-                if !conn.tracks.contains_key(&init.track_id) {
+                // A layer of a track already forwarded adds only its rank;
+                // the same track id on another receiver is a republish.
+                let forwarded_on = conn
+                    .tracks
+                    .get(&init.track_id)
+                    .and_then(|key| self.tracks.get(key))
+                    .map(|f| f.receiver);
+                if forwarded_on != Some(init.receiver_id) {
                     conn.opening.insert(init.track_id.clone(), init.receiver_id);
                 }
                 self.try_open_track(id, &init.track_id, init.ssrc);
@@ -389,17 +396,13 @@ impl WorkerCore {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
-        let key = match conn.tracks.get(&track_id) {
-            Some(&key) => key,
-            None => {
-                self.try_open_track(id, &track_id, ssrc);
-                match self.conns.get(&id).and_then(|c| c.tracks.get(&track_id)) {
-                    Some(&key) => key,
-                    None => return,
-                }
-            }
-        };
+        if conn.opening.contains_key(&track_id) || !conn.tracks.contains_key(&track_id) {
+            self.try_open_track(id, &track_id, ssrc);
+        }
         let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let Some(&key) = conn.tracks.get(&track_id) else {
             return;
         };
         let rank = conn.ranks.get(&ssrc).copied().unwrap_or(Rank::SINGLE);
