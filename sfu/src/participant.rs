@@ -7,7 +7,7 @@ use crate::negotiation::Negotiation;
 use crate::room::RoomInput;
 use crate::room_task::RoomEvent;
 use crate::worker::{
-    AUDIO_LEVEL_URI, Conn, ConnEvent, ConnNotice, OpenConn, WorkerError, WorkerHandle,
+    AUDIO_LEVEL_URI, Conn, ConnEvent, ConnNotice, ConnRole, OpenConn, WorkerError, WorkerHandle,
 };
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
@@ -143,19 +143,21 @@ pub(crate) async fn run(parts: SessionParts) {
             .open(OpenConn {
                 owner: sid.clone(),
                 notices: notice_tx.clone(),
+                role: ConnRole::Publisher,
                 levels: Some(LevelSink {
                     room: room.clone(),
                     publisher: sid.clone(),
                 }),
-                keyframe_requests: None,
             })
             .await?;
         let subscriber = worker
             .open(OpenConn {
                 owner: sid.clone(),
                 notices: notice_tx,
+                role: ConnRole::Subscriber {
+                    keyframe_requests: keyframe_tx,
+                },
                 levels: None,
-                keyframe_requests: Some(keyframe_tx),
             })
             .await?;
         Ok::<_, WorkerError>((publisher, subscriber))

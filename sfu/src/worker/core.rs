@@ -5,13 +5,18 @@
 //! `Instant`, and sends the datagrams it queues.
 
 use super::demux::Demux;
-use super::{ConnEvent, ConnId, ConnNotice, OpenConn, TrackKey, WorkerCommand};
+use super::{ConnEvent, ConnId, ConnNotice, ConnRole, OpenConn, TrackKey, WorkerCommand};
 use crate::feedback::{FEEDBACK_SLOT, KeyframeRequestTap};
 use crate::forwarder::{Forwarder, ForwarderCommand, ForwarderHandle};
 use crate::rewriter::Rank;
 use bytes::BytesMut;
+use rtc::interceptor::{
+    NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder, SenderReportBuilder,
+};
 use rtc::interceptor::{Registry, Slot};
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
@@ -21,7 +26,9 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use salon_common::ParticipantSid;
@@ -188,7 +195,10 @@ impl WorkerCore {
             audio_level_ext: None,
             owner: open.owner,
             notices: open.notices,
-            levels: open.levels,
+            levels: match open.role {
+                ConnRole::Publisher => open.levels,
+                ConnRole::Subscriber { .. } => None,
+            },
             ranks: HashMap::new(),
             opening: HashMap::new(),
             tracks: HashMap::new(),
@@ -483,20 +493,6 @@ fn build_pc(
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
-    // Simulcast layers are told apart by these extensions.
-    for uri in [
-        "urn:ietf:params:rtp-hdrext:sdes:mid",
-        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
-        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
-    ] {
-        media.register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: uri.to_owned(),
-            },
-            RtpCodecKind::Video,
-            None,
-        )?;
-    }
     // Microphones' levels tell who is speaking.
     media.register_header_extension(
         RTCRtpHeaderExtensionCapability {
@@ -505,13 +501,34 @@ fn build_pc(
         RtpCodecKind::Audio,
         None,
     )?;
-    let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
-    if let Some(tx) = &open.keyframe_requests {
-        registry = registry.with(
-            Slot::from(FEEDBACK_SLOT),
-            KeyframeRequestTap::new(tx.clone()),
+    // Browsers send NACKs and PLIs only where the description offers them.
+    for parameter in ["", "pli"] {
+        media.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
         );
     }
+    configure_simulcast_extension_headers(&mut media)?;
+    // Each interceptor handles every packet of the connection, so each
+    // side gets only those that do something for its direction.
+    let registry = match &open.role {
+        ConnRole::Publisher => {
+            // Transport-wide feedback drives the browser's own uplink estimate.
+            configure_twcc_receiver_only(Registry::new(), &mut media)?
+                .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+        }
+        ConnRole::Subscriber { keyframe_requests } => Registry::new()
+            .with(Slot::NackResponder, NackResponderBuilder::new().build())
+            .with(Slot::SenderReport, SenderReportBuilder::new().build())
+            .with(
+                Slot::from(FEEDBACK_SLOT),
+                KeyframeRequestTap::new(keyframe_requests.clone()),
+            ),
+    };
     let settings = crate::participant::setting_engine_builder()
         .with_ice_credentials(ufrag, random_token(32))
         .build();

@@ -43,10 +43,20 @@ pub(crate) struct ConnNotice {
 pub(crate) struct OpenConn {
     pub(crate) owner: ParticipantSid,
     pub(crate) notices: mpsc::UnboundedSender<ConnNotice>,
+    pub(crate) role: ConnRole,
     /// Where a publisher's audio levels go.
     pub(crate) levels: Option<LevelSink>,
-    /// Where a subscriber's keyframe requests go (the SSRC it lost).
-    pub(crate) keyframe_requests: Option<mpsc::UnboundedSender<u32>>,
+}
+
+/// Which way media flows on a connection, as LiveKit's two transports have it.
+pub(crate) enum ConnRole {
+    /// The client sends; we receive.
+    Publisher,
+    /// We send; the subscriber's keyframe requests (the SSRC it lost) go
+    /// to `keyframe_requests`.
+    Subscriber {
+        keyframe_requests: mpsc::UnboundedSender<u32>,
+    },
 }
 
 type ConnFn = Box<dyn FnOnce(&mut Connection, Instant) + Send>;
