@@ -10,6 +10,7 @@ use crate::feedback::{FEEDBACK_SLOT, KeyframeRequestTap};
 use crate::forwarder::{Forwarder, ForwarderCommand, ForwarderHandle};
 use crate::rewriter::Rank;
 use bytes::BytesMut;
+use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{
     NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder, SenderReportBuilder,
 };
@@ -60,8 +61,18 @@ pub(crate) struct Connection {
     dirty: bool,
 }
 
+/// A datagram for the shell to send: over UDP, or framed on the ICE-TCP
+/// connection from `to`.
+pub(crate) struct Transmit {
+    pub(crate) protocol: TransportProtocol,
+    pub(crate) to: SocketAddr,
+    pub(crate) datagram: BytesMut,
+}
+
 pub(crate) struct WorkerCore {
-    local_addr: SocketAddr,
+    udp_addr: SocketAddr,
+    /// Where the worker accepts ICE-TCP, if it does.
+    tcp_addr: Option<SocketAddr>,
     /// For the handles this worker gives out; weak, so that the worker
     /// stops once the node and every session let go of it.
     handle: mpsc::WeakUnboundedSender<WorkerCommand>,
@@ -70,7 +81,7 @@ pub(crate) struct WorkerCore {
     demux: Demux,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     dirty: Vec<ConnId>,
-    transmits: VecDeque<(SocketAddr, BytesMut)>,
+    transmits: VecDeque<Transmit>,
     /// Reused between flushes so that reading a connection allocates nothing.
     inbox: Vec<RTCMessage>,
     events: Vec<RTCPeerConnectionEvent>,
@@ -83,11 +94,13 @@ const MAX_TRANSMITS: usize = 65_536;
 
 impl WorkerCore {
     pub(crate) fn new(
-        local_addr: SocketAddr,
+        udp_addr: SocketAddr,
+        tcp_addr: Option<SocketAddr>,
         handle: mpsc::WeakUnboundedSender<WorkerCommand>,
     ) -> Self {
         Self {
-            local_addr,
+            udp_addr,
+            tcp_addr,
             handle,
             conns: HashMap::new(),
             tracks: HashMap::new(),
@@ -101,22 +114,33 @@ impl WorkerCore {
         }
     }
 
-    /// A datagram that arrived on the worker's socket.
-    pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        let Some(id) = self.demux.route(from, datagram) else {
+    /// A datagram that arrived on the worker's UDP socket, or a frame of an
+    /// ICE-TCP connection. Returns false if it belongs to no connection.
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        protocol: TransportProtocol,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> bool {
+        let Some(id) = self.demux.route((protocol, from), datagram) else {
             tracing::trace!("datagram for no connection");
-            return;
+            return false;
         };
         let Some(conn) = self.conns.get_mut(&id) else {
-            return;
+            return false;
+        };
+        let local_addr = match protocol {
+            TransportProtocol::TCP => self.tcp_addr.unwrap_or(self.udp_addr),
+            _ => self.udp_addr,
         };
         let message = TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.local_addr,
+                local_addr,
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: protocol,
             },
             message: BytesMut::from(datagram),
         };
@@ -126,6 +150,7 @@ impl WorkerCore {
         }
         mark(&mut self.dirty, id, conn);
         self.flush(now);
+        true
     }
 
     pub(crate) fn handle_command(&mut self, now: Instant, command: WorkerCommand) {
@@ -181,7 +206,7 @@ impl WorkerCore {
     }
 
     /// The next datagram to send, and where.
-    pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
@@ -205,25 +230,17 @@ impl WorkerCore {
             next_timeout: None,
             dirty: false,
         };
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: self.local_addr.ip().to_string(),
-                port: self.local_addr.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
+        let mut candidates = vec![host_candidate(self.udp_addr, TcpType::Unspecified)?];
+        if let Some(tcp) = self.tcp_addr {
+            // For clients whose network lets no UDP through.
+            candidates.push(host_candidate(tcp, TcpType::Passive)?);
         }
-        .new_candidate_host()
-        .map_err(|e| e.to_string())?;
-        let init = RTCIceCandidate::from(&candidate)
-            .to_json()
-            .map_err(|e| e.to_string())?;
-        conn.pc
-            .add_local_candidate(init)
-            .map_err(|e| e.to_string())?;
-        // That is the only candidate: it goes in every description, with
+        for init in candidates {
+            conn.pc
+                .add_local_candidate(init)
+                .map_err(|e| e.to_string())?;
+        }
+        // Those are all the candidates: they go in every description, with
         // end-of-candidates, so there is nothing to trickle.
         conn.pc
             .add_local_candidate(RTCIceCandidateInit::default())
@@ -243,7 +260,7 @@ impl WorkerCore {
         }
         // The close alerts go out; nothing else will.
         while let Some(out) = conn.pc.poll_write() {
-            self.queue(out.transport.peer_addr, out.message);
+            self.queue(out);
         }
         self.demux.remove(id);
         for key in conn.tracks.values() {
@@ -263,11 +280,8 @@ impl WorkerCore {
         }
     }
 
-    fn queue(&mut self, to: SocketAddr, datagram: BytesMut) {
-        if self.transmits.len() >= MAX_TRANSMITS {
-            self.transmits.pop_front();
-        }
-        self.transmits.push_back((to, datagram));
+    fn queue(&mut self, out: TaggedBytesMut) {
+        queue(&mut self.transmits, out);
     }
 
     /// Drains every connection touched since the last flush: its datagrams
@@ -286,11 +300,7 @@ impl WorkerCore {
                     inbox.push(message.message);
                 }
                 while let Some(out) = conn.pc.poll_write() {
-                    if self.transmits.len() >= MAX_TRANSMITS {
-                        self.transmits.pop_front();
-                    }
-                    self.transmits
-                        .push_back((out.transport.peer_addr, out.message));
+                    queue(&mut self.transmits, out);
                 }
                 let next = conn.pc.poll_timeout();
                 if next != conn.next_timeout {
@@ -441,6 +451,41 @@ impl WorkerCore {
             request_keyframe(&mut self.conns, &mut self.dirty, forwarder, now, ssrc);
         }
     }
+}
+
+fn queue(transmits: &mut VecDeque<Transmit>, out: TaggedBytesMut) {
+    if transmits.len() >= MAX_TRANSMITS {
+        transmits.pop_front();
+    }
+    transmits.push_back(Transmit {
+        protocol: out.transport.transport_protocol,
+        to: out.transport.peer_addr,
+        datagram: out.message,
+    });
+}
+
+/// A host candidate for one of the worker's sockets.
+fn host_candidate(addr: SocketAddr, tcp_type: TcpType) -> Result<RTCIceCandidateInit, String> {
+    let network = if tcp_type == TcpType::Unspecified {
+        "udp"
+    } else {
+        "tcp"
+    };
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: network.to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        tcp_type,
+    }
+    .new_candidate_host()
+    .map_err(|e| e.to_string())?;
+    RTCIceCandidate::from(&candidate)
+        .to_json()
+        .map_err(|e| e.to_string())
 }
 
 /// Queues a connection for the next flush, once.

@@ -4,11 +4,17 @@
 //! does not say whose a packet is. ICE does: a client's connectivity check
 //! carries `USERNAME = <our ufrag>:<its ufrag>`, and the ufrag is ours, one
 //! per connection. The first check from an address ties that address to the
-//! connection; DTLS, SRTP and later checks then go by address.
+//! connection; DTLS, SRTP and later checks then go by address. ICE-TCP
+//! connections are told apart the same way, by their remote address.
 
 use super::ConnId;
+use rtc::shared::TransportProtocol;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+
+/// Where a datagram came from: a UDP address, or the remote end of an
+/// ICE-TCP connection.
+pub(crate) type Peer = (TransportProtocol, SocketAddr);
 
 /// STUN's fixed cookie (RFC 5389 §6), which tells STUN from DTLS and RTP.
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
@@ -47,8 +53,8 @@ pub(crate) fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
 #[derive(Default)]
 pub(crate) struct Demux {
     by_ufrag: HashMap<String, ConnId>,
-    by_addr: HashMap<SocketAddr, ConnId>,
-    addrs: HashMap<ConnId, Vec<SocketAddr>>,
+    by_addr: HashMap<Peer, ConnId>,
+    addrs: HashMap<ConnId, Vec<Peer>>,
 }
 
 impl Demux {
@@ -58,7 +64,7 @@ impl Demux {
 
     /// The connection a datagram from `from` is for. A STUN request naming
     /// a known ufrag (re)binds its address to that connection.
-    pub(crate) fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<ConnId> {
+    pub(crate) fn route(&mut self, from: Peer, datagram: &[u8]) -> Option<ConnId> {
         if let Some(ufrag) = stun_local_ufrag(datagram)
             && let Some(&conn) = self.by_ufrag.get(ufrag)
         {
@@ -70,7 +76,7 @@ impl Demux {
         self.by_addr.get(&from).copied()
     }
 
-    fn bind(&mut self, from: SocketAddr, conn: ConnId) {
+    fn bind(&mut self, from: Peer, conn: ConnId) {
         if let Some(old) = self.by_addr.insert(from, conn)
             && let Some(list) = self.addrs.get_mut(&old)
         {
@@ -123,8 +129,11 @@ mod tests {
         out
     }
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> Peer {
+        (
+            TransportProtocol::UDP,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        )
     }
 
     #[test]
@@ -167,6 +176,20 @@ mod tests {
         assert_eq!(demux.route(addr(1000), b"\x80 rtp"), None);
         assert_eq!(demux.route(addr(2000), b"\x80 rtp"), None);
         assert_eq!(demux.len(), (1, 0));
+    }
+
+    #[test]
+    fn tcp_and_udp_from_one_address_are_two_peers() {
+        let mut demux = Demux::default();
+        let (a, b) = (ConnId(1), ConnId(2));
+        demux.register("ua".into(), a);
+        demux.register("ub".into(), b);
+        let udp = addr(1000);
+        let tcp = (TransportProtocol::TCP, udp.1);
+        assert_eq!(demux.route(udp, &binding_request("ua:x")), Some(a));
+        assert_eq!(demux.route(tcp, &binding_request("ub:x")), Some(b));
+        assert_eq!(demux.route(udp, b"\x80"), Some(a));
+        assert_eq!(demux.route(tcp, b"\x80"), Some(b));
     }
 
     #[test]

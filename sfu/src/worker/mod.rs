@@ -7,10 +7,12 @@
 
 mod core;
 mod demux;
+mod tcp;
 
 pub(crate) use self::core::{AUDIO_LEVEL_URI, Connection};
 use crate::forwarder::{ForwarderCommand, ForwarderHandle, LevelSink};
 use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::shared::TransportProtocol;
 use salon_common::ParticipantSid;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -176,12 +178,30 @@ impl Workers {
             let socket = std::net::UdpSocket::bind(addr)
                 .and_then(|s| s.set_nonblocking(true).map(|()| s))
                 .map_err(|source| WorkerError::Bind { addr, source })?;
+            let udp_addr = socket
+                .local_addr()
+                .map_err(|source| WorkerError::Bind { addr, source })?;
+            // ICE-TCP on the same port number; with free ports asked for,
+            // any free one if that number is taken for TCP.
+            let tcp = std::net::TcpListener::bind(udp_addr)
+                .or_else(|err| {
+                    if port == 0 {
+                        std::net::TcpListener::bind(SocketAddr::new(ip, 0))
+                    } else {
+                        Err(err)
+                    }
+                })
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|source| WorkerError::Bind {
+                    addr: udp_addr,
+                    source,
+                })?;
             let (tx, rx) = mpsc::unbounded_channel();
             let handle = WorkerHandle { tx };
             let own = handle.clone();
             std::thread::Builder::new()
                 .name(format!("salon-media-{i}"))
-                .spawn(move || run(socket, own, rx))
+                .spawn(move || run(socket, tcp, own, rx))
                 .map_err(|source| WorkerError::Bind { addr, source })?;
             workers.push(handle);
         }
@@ -206,6 +226,7 @@ const RECV_BUFFER: usize = 2048;
 /// The worker thread: a single-threaded runtime around the core.
 fn run(
     socket: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
     handle: WorkerHandle,
     commands: mpsc::UnboundedReceiver<WorkerCommand>,
 ) {
@@ -220,33 +241,37 @@ fn run(
         }
     };
     runtime.block_on(async move {
-        let socket = match tokio::net::UdpSocket::from_std(socket) {
+        let sockets = tokio::net::UdpSocket::from_std(socket)
+            .and_then(|udp| Ok((udp, tokio::net::TcpListener::from_std(tcp)?)));
+        let (udp, tcp) = match sockets {
             Ok(s) => s,
             Err(err) => {
-                tracing::error!(%err, "cannot use the media socket");
+                tracing::error!(%err, "cannot use the media sockets");
                 return;
             }
         };
-        let local_addr = match socket.local_addr() {
+        let addrs = udp.local_addr().and_then(|u| Ok((u, tcp.local_addr()?)));
+        let (udp_addr, tcp_addr) = match addrs {
             Ok(a) => a,
             Err(err) => {
                 tracing::error!(%err, "media socket has no address");
                 return;
             }
         };
-        tracing::info!(%local_addr, "media worker listening");
-        shell(socket, local_addr, handle, commands).await;
+        tracing::info!(%udp_addr, %tcp_addr, "media worker listening (UDP, ICE-TCP)");
+        let core = self::core::WorkerCore::new(udp_addr, Some(tcp_addr), handle.tx.downgrade());
+        drop(handle);
+        shell(core, udp, tcp, commands).await;
     });
 }
 
 async fn shell(
+    mut core: self::core::WorkerCore,
     socket: tokio::net::UdpSocket,
-    local_addr: SocketAddr,
-    handle: WorkerHandle,
+    tcp: tokio::net::TcpListener,
     mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
 ) {
-    let mut core = self::core::WorkerCore::new(local_addr, handle.tx.downgrade());
-    drop(handle);
+    let mut links = tcp::TcpLinks::new();
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
         let deadline = core.poll_timeout();
@@ -257,21 +282,39 @@ async fn shell(
                 }
                 for _ in 0..READ_BATCH {
                     match socket.try_recv_from(&mut buf) {
-                        Ok((n, from)) => core.handle_datagram(Instant::now(), from, &buf[..n]),
+                        Ok((n, from)) => {
+                            core.handle_datagram(Instant::now(), TransportProtocol::UDP, from, &buf[..n]);
+                        }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                         // ICMP errors for one peer surface here; they say nothing about others.
                         Err(err) => tracing::trace!(%err, "media socket read"),
                     }
                 }
             }
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, from)) => links.accept(stream, from),
+                Err(err) => tracing::debug!(%err, "ICE-TCP accept"),
+            },
+            Some(input) = links.inputs.recv() => match input {
+                tcp::TcpInput::Frame(from, frame) => {
+                    if !core.handle_datagram(Instant::now(), TransportProtocol::TCP, from, &frame) {
+                        links.close(from);
+                    }
+                }
+                tcp::TcpInput::Closed(from) => links.close(from),
+            },
             command = commands.recv() => match command {
                 Some(command) => core.handle_command(Instant::now(), command),
                 None => return,
             },
             () = sleep_until(deadline) => core.handle_timeout(Instant::now()),
         }
-        while let Some((to, datagram)) = core.poll_transmit() {
-            match socket.try_send_to(&datagram, to) {
+        while let Some(out) = core.poll_transmit() {
+            if out.protocol == TransportProtocol::TCP {
+                links.send(out.to, out.datagram);
+                continue;
+            }
+            match socket.try_send_to(&out.datagram, out.to) {
                 Ok(_) => {}
                 // A full send buffer drops the datagram, as the network could.
                 Err(err) => tracing::trace!(%err, "media socket write"),

@@ -6,10 +6,11 @@ import { startSalon } from './salon.js';
 import { servePages } from './pages.js';
 import { launchBrowser, newPage } from './browser.js';
 
-export async function startSdkFixture() {
+/// `browserArgs` add to chromium's flags (see `launchBrowser`).
+export async function startSdkFixture({ browserArgs = [] } = {}) {
   const salon = await startSalon();
   const pages = await servePages();
-  const browser = await launchBrowser();
+  const browser = await launchBrowser(browserArgs);
 
   /// A join token for `room`; its name is the identity in capitals.
   async function token(identity, room, grant = {}) {
