@@ -36,6 +36,8 @@ pub(crate) enum SessionError {
     BadSignal(&'static str),
     #[error("client is not reading its signal messages")]
     ClientTooSlow,
+    #[error("a peer connection failed inside webrtc-rs")]
+    ConnectionLost,
 }
 
 /// What the room tells a participant's session to do.
@@ -593,6 +595,7 @@ impl Session {
                     forwarder,
                 });
             }
+            ConnEvent::Broken => return Err(SessionError::ConnectionLost),
             ConnEvent::State(state) => {
                 tracing::debug!(participant = %self.sid, ?target, %state, "peer connection state");
                 if target == lk::SignalTarget::Subscriber {

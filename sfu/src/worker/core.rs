@@ -81,6 +81,8 @@ pub(crate) struct WorkerCore {
     demux: Demux,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     dirty: Vec<ConnId>,
+    /// Connections whose webrtc-rs code panicked, to close.
+    broken: Vec<ConnId>,
     transmits: VecDeque<Transmit>,
     /// Reused between flushes so that reading a connection allocates nothing.
     inbox: Vec<RTCMessage>,
@@ -107,6 +109,7 @@ impl WorkerCore {
             demux: Demux::default(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
+            broken: Vec::new(),
             transmits: VecDeque::new(),
             inbox: Vec::new(),
             events: Vec::new(),
@@ -144,12 +147,15 @@ impl WorkerCore {
             },
             message: BytesMut::from(datagram),
         };
-        if let Err(err) = conn.pc.handle_read(message) {
+        match guarded(|| conn.pc.handle_read(message)) {
+            Some(Ok(())) => {}
             // Whatever a peer sends, it only ever costs it its own packet.
-            tracing::trace!(%err, "a peer's datagram was refused");
+            Some(Err(err)) => tracing::trace!(%err, "a peer's datagram was refused"),
+            None => self.broken.push(id),
         }
         mark(&mut self.dirty, id, conn);
         self.flush(now);
+        self.close_broken();
         true
     }
 
@@ -161,7 +167,9 @@ impl WorkerCore {
             }
             WorkerCommand::With { conn: id, f } => {
                 if let Some(conn) = self.conns.get_mut(&id) {
-                    f(conn, now);
+                    if guarded(|| f(conn, now)).is_none() {
+                        self.broken.push(id);
+                    }
                     mark(&mut self.dirty, id, conn);
                 }
                 // A dropped `f` tells the caller the connection is gone.
@@ -170,6 +178,7 @@ impl WorkerCore {
             WorkerCommand::Close(id) => self.close(id),
         }
         self.flush(now);
+        self.close_broken();
     }
 
     /// The earliest instant a connection wants `handle_timeout`.
@@ -197,12 +206,15 @@ impl WorkerCore {
                 continue;
             }
             conn.next_timeout = None;
-            if let Err(err) = conn.pc.handle_timeout(now) {
-                tracing::debug!(%err, "peer connection timeout failed");
+            match guarded(|| conn.pc.handle_timeout(now)) {
+                Some(Ok(())) => {}
+                Some(Err(err)) => tracing::debug!(%err, "peer connection timeout failed"),
+                None => self.broken.push(id),
             }
             mark(&mut self.dirty, id, conn);
         }
         self.flush(now);
+        self.close_broken();
     }
 
     /// The next datagram to send, and where.
@@ -255,12 +267,18 @@ impl WorkerCore {
         let Some(mut conn) = self.conns.remove(&id) else {
             return;
         };
-        if let Err(err) = conn.pc.close() {
-            tracing::trace!(%err, "closing a peer connection");
-        }
-        // The close alerts go out; nothing else will.
-        while let Some(out) = conn.pc.poll_write() {
-            self.queue(out);
+        let transmits = &mut self.transmits;
+        let closed = guarded(|| {
+            if let Err(err) = conn.pc.close() {
+                tracing::trace!(%err, "closing a peer connection");
+            }
+            // The close alerts go out; nothing else will.
+            while let Some(out) = conn.pc.poll_write() {
+                queue(transmits, out);
+            }
+        });
+        if closed.is_none() {
+            tracing::debug!("a peer connection panicked while closing");
         }
         self.demux.remove(id);
         for key in conn.tracks.values() {
@@ -280,8 +298,20 @@ impl WorkerCore {
         }
     }
 
-    fn queue(&mut self, out: TaggedBytesMut) {
-        queue(&mut self.transmits, out);
+    /// Closes the connections whose webrtc-rs code panicked, and tells
+    /// their sessions, which end.
+    fn close_broken(&mut self) {
+        while let Some(id) = self.broken.pop() {
+            let Some(conn) = self.conns.get(&id) else {
+                continue;
+            };
+            tracing::warn!(participant = %conn.owner, "a peer connection failed inside webrtc-rs; closing it");
+            let _ = conn.notices.send(ConnNotice {
+                conn: id,
+                event: ConnEvent::Broken,
+            });
+            self.close(id);
+        }
     }
 
     /// Drains every connection touched since the last flush: its datagrams
@@ -293,21 +323,28 @@ impl WorkerCore {
             let mut events = std::mem::take(&mut self.events);
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.dirty = false;
-                while let Some(event) = conn.pc.poll_event() {
-                    events.push(event);
-                }
-                while let Some(message) = conn.pc.poll_read() {
-                    inbox.push(message.message);
-                }
-                while let Some(out) = conn.pc.poll_write() {
-                    queue(&mut self.transmits, out);
-                }
-                let next = conn.pc.poll_timeout();
-                if next != conn.next_timeout {
-                    conn.next_timeout = next;
-                    if let Some(at) = next {
-                        self.timers.push(Reverse((at, id)));
+                let transmits = &mut self.transmits;
+                let polled = guarded(|| {
+                    while let Some(event) = conn.pc.poll_event() {
+                        events.push(event);
                     }
+                    while let Some(message) = conn.pc.poll_read() {
+                        inbox.push(message.message);
+                    }
+                    while let Some(out) = conn.pc.poll_write() {
+                        queue(transmits, out);
+                    }
+                    conn.pc.poll_timeout()
+                });
+                match polled {
+                    Some(next) if next != conn.next_timeout => {
+                        conn.next_timeout = next;
+                        if let Some(at) = next {
+                            self.timers.push(Reverse((at, id)));
+                        }
+                    }
+                    Some(_) => {}
+                    None => self.broken.push(id),
                 }
             }
             for event in events.drain(..) {
@@ -442,8 +479,10 @@ impl WorkerCore {
             out.header.timestamp = route.timestamp;
             out.header.ssrc = down.ssrc;
             out.header.payload_type = down.payload_type;
-            if let Err(err) = sender.write_rtp(now, out) {
-                tracing::trace!(%err, "down track write failed");
+            match guarded(|| sender.write_rtp(now, out)) {
+                Some(Ok(())) => {}
+                Some(Err(err)) => tracing::trace!(%err, "down track write failed"),
+                None => self.broken.push(down.conn),
             }
             mark(&mut self.dirty, down.conn, sub);
         }
@@ -488,6 +527,13 @@ fn host_candidate(addr: SocketAddr, tcp_type: TcpType) -> Result<RTCIceCandidate
         .map_err(|e| e.to_string())
 }
 
+/// Runs webrtc-rs code for one connection. A panic in it (a bug some peer's
+/// input set off) must cost that connection, not the worker thread and
+/// every room on it: `None` means the connection is to be closed.
+fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
 /// Queues a connection for the next flush, once.
 fn mark(dirty: &mut Vec<ConnId>, id: ConnId, conn: &mut Connection) {
     if !conn.dirty {
@@ -515,8 +561,11 @@ fn request_keyframe(
         media_ssrc,
     };
     tracing::trace!(media_ssrc, "asking the publisher for a keyframe");
-    if let Err(err) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
-        tracing::trace!(%err, "keyframe request failed");
+    match guarded(|| receiver.write_rtcp(now, vec![Box::new(pli)])) {
+        Some(Ok(())) => {}
+        Some(Err(err)) => tracing::trace!(%err, "keyframe request failed"),
+        // The next poll of the connection finds out whether it is broken.
+        None => tracing::debug!("a keyframe request panicked in webrtc-rs"),
     }
     mark(dirty, forwarder.publisher, conn);
 }
@@ -582,4 +631,103 @@ fn build_pc(
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .build(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::ConnRole;
+
+    fn core() -> (WorkerCore, mpsc::UnboundedSender<WorkerCommand>) {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let udp = SocketAddr::from(([127, 0, 0, 1], 40000));
+        let tcp = SocketAddr::from(([127, 0, 0, 1], 40000));
+        (WorkerCore::new(udp, Some(tcp), tx.downgrade()), tx)
+    }
+
+    fn open(core: &mut WorkerCore, notices: &mpsc::UnboundedSender<ConnNotice>) -> ConnId {
+        let (reply, mut rx) = tokio::sync::oneshot::channel();
+        let (keyframes, _) = mpsc::unbounded_channel();
+        core.handle_command(
+            Instant::now(),
+            WorkerCommand::Open {
+                open: OpenConn {
+                    owner: ParticipantSid::new("PA_test".to_owned()),
+                    notices: notices.clone(),
+                    role: ConnRole::Subscriber {
+                        keyframe_requests: keyframes,
+                    },
+                    levels: None,
+                },
+                reply,
+            },
+        );
+        rx.try_recv().expect("replied").expect("opened")
+    }
+
+    /// Runs `f` on a connection and returns what it returned, if it ran.
+    fn with<R: Send + 'static>(
+        core: &mut WorkerCore,
+        conn: ConnId,
+        f: impl FnOnce(&mut Connection) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        core.handle_command(
+            Instant::now(),
+            WorkerCommand::With {
+                conn,
+                f: Box::new(move |c, _| {
+                    let _ = tx.send(f(c));
+                }),
+            },
+        );
+        rx.try_recv().ok()
+    }
+
+    #[test]
+    fn an_offer_carries_both_candidates_and_end_of_candidates() {
+        let (mut core, _tx) = core();
+        let (notices, _rx) = mpsc::unbounded_channel();
+        let id = open(&mut core, &notices);
+        let sdp = with(&mut core, id, |c| {
+            c.pc.add_transceiver_from_kind(RtpCodecKind::Audio, None)
+                .expect("transceiver");
+            let offer = c.pc.create_offer(None).expect("offer");
+            offer.sdp
+        })
+        .expect("ran");
+        assert!(
+            sdp.contains("udp") && sdp.contains("127.0.0.1 40000 typ host"),
+            "{sdp}"
+        );
+        assert!(sdp.contains("tcptype passive"), "{sdp}");
+        assert!(sdp.contains("a=end-of-candidates"), "{sdp}");
+    }
+
+    #[test]
+    fn a_panic_inside_a_connection_closes_only_that_connection() {
+        let (mut core, _tx) = core();
+        let (notices, mut notices_rx) = mpsc::unbounded_channel();
+        let a = open(&mut core, &notices);
+        let b = open(&mut core, &notices);
+        let ran: Option<()> = with(&mut core, a, |_| panic!("a bug a peer set off"));
+        assert!(ran.is_none());
+        let mut broken = Vec::new();
+        while let Ok(notice) = notices_rx.try_recv() {
+            if matches!(notice.event, ConnEvent::Broken) {
+                broken.push(notice.conn);
+            }
+        }
+        assert_eq!(broken, vec![a]);
+        assert!(with(&mut core, a, |_| ()).is_none(), "a is closed");
+        assert_eq!(with(&mut core, b, |_| 7), Some(7), "b still works");
+    }
+
+    #[test]
+    fn datagrams_for_no_connection_are_refused() {
+        let (mut core, _tx) = core();
+        let from = SocketAddr::from(([127, 0, 0, 1], 5000));
+        assert!(!core.handle_datagram(Instant::now(), TransportProtocol::UDP, from, b"\x80junk"));
+        assert!(core.poll_transmit().is_none());
+    }
 }

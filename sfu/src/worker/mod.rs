@@ -29,6 +29,8 @@ pub(crate) struct TrackKey(u64);
 /// What a connection tells the session that owns it.
 pub(crate) enum ConnEvent {
     State(RTCPeerConnectionState),
+    /// The connection failed inside webrtc-rs and was closed.
+    Broken,
     /// A track arrived and is being forwarded (publisher connections).
     Track {
         cid: String,
