@@ -286,6 +286,9 @@ async fn shell(
                     match socket.try_recv_from(&mut buf) {
                         Ok((n, from)) => {
                             core.handle_datagram(Instant::now(), TransportProtocol::UDP, from, &buf[..n]);
+                            // Out before the next one is read: a packet's
+                            // copies should not wait for a whole batch's.
+                            send_queued(&mut core, &socket, &links);
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                         // ICMP errors for one peer surface here; they say nothing about others.
@@ -311,16 +314,24 @@ async fn shell(
             },
             () = sleep_until(deadline) => core.handle_timeout(Instant::now()),
         }
-        while let Some(out) = core.poll_transmit() {
-            if out.protocol == TransportProtocol::TCP {
-                links.send(out.to, out.datagram);
-                continue;
-            }
-            match socket.try_send_to(&out.datagram, out.to) {
-                Ok(_) => {}
-                // A full send buffer drops the datagram, as the network could.
-                Err(err) => tracing::trace!(%err, "media socket write"),
-            }
+        send_queued(&mut core, &socket, &links);
+    }
+}
+
+fn send_queued(
+    core: &mut self::core::WorkerCore,
+    socket: &tokio::net::UdpSocket,
+    links: &tcp::TcpLinks,
+) {
+    while let Some(out) = core.poll_transmit() {
+        if out.protocol == TransportProtocol::TCP {
+            links.send(out.to, out.datagram);
+            continue;
+        }
+        match socket.try_send_to(&out.datagram, out.to) {
+            Ok(_) => {}
+            // A full send buffer drops the datagram, as the network could.
+            Err(err) => tracing::trace!(%err, "media socket write"),
         }
     }
 }
