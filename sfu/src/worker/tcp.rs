@@ -23,6 +23,9 @@ const MAX_LINKS: usize = 4096;
 const WRITE_QUEUE: usize = 512;
 /// Frames read from all connections and not yet taken by the core.
 const READ_QUEUE: usize = 1024;
+/// A connection silent this long is closed, so that idle connections cannot
+/// use up `MAX_LINKS`. Browsers send ICE consent checks every few seconds.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(super) enum TcpInput {
     Frame(SocketAddr, Vec<u8>),
@@ -84,9 +87,9 @@ async fn read_frames(mut read: OwnedReadHalf, from: SocketAddr, inputs: mpsc::Se
     let mut decoder = TcpFrameDecoder::new();
     let mut buf = vec![0u8; 4096];
     loop {
-        match read.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
+        match tokio::time::timeout(IDLE_TIMEOUT, read.read(&mut buf)).await {
+            Err(_) | Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
                 decoder.extend_from_slice(&buf[..n]);
                 while let Some(frame) = decoder.next_packet() {
                     if inputs.send(TcpInput::Frame(from, frame)).await.is_err() {
