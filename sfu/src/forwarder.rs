@@ -74,8 +74,8 @@ pub(crate) struct Forwarder {
 }
 
 impl Forwarder {
-    /// `level_ext` is the id the publisher's connection gave the audio level
-    /// extension, if it did and this is audio.
+    /// `levels` is where an audio track's levels go, with the id the
+    /// publisher's connection gave the audio level extension; video ignores it.
     pub(crate) fn new(
         publisher: ConnId,
         receiver: RTCRtpReceiverId,

@@ -145,11 +145,12 @@ pub(crate) async fn run(parts: SessionParts) {
             .open(OpenConn {
                 owner: sid.clone(),
                 notices: notice_tx.clone(),
-                role: ConnRole::Publisher,
-                levels: Some(LevelSink {
-                    room: room.clone(),
-                    publisher: sid.clone(),
-                }),
+                role: ConnRole::Publisher {
+                    levels: LevelSink {
+                        room: room.clone(),
+                        publisher: sid.clone(),
+                    },
+                },
             })
             .await?;
         let subscriber = worker
@@ -159,7 +160,6 @@ pub(crate) async fn run(parts: SessionParts) {
                 role: ConnRole::Subscriber {
                     keyframe_requests: keyframe_tx,
                 },
-                levels: None,
             })
             .await?;
         Ok::<_, WorkerError>((publisher, subscriber))

@@ -233,7 +233,7 @@ impl WorkerCore {
             owner: open.owner,
             notices: open.notices,
             levels: match open.role {
-                ConnRole::Publisher => open.levels,
+                ConnRole::Publisher { levels } => Some(levels),
                 ConnRole::Subscriber { .. } => None,
             },
             ranks: HashMap::new(),
@@ -415,11 +415,7 @@ impl WorkerCore {
         conn.opening.remove(track_id);
         let key = TrackKey(self.next_id);
         self.next_id += 1;
-        let levels = conn
-            .levels
-            .clone()
-            .zip(conn.audio_level_ext)
-            .filter(|_| kind == RtpCodecKind::Audio);
+        let levels = conn.levels.clone().zip(conn.audio_level_ext);
         let forwarder = Forwarder::new(id, receiver_id, &codec, kind, levels);
         if let Some(old) = conn.tracks.insert(track_id.to_owned(), key) {
             // The client published the same track again on a new transceiver.
@@ -609,7 +605,7 @@ fn build_pc(
     // Each interceptor handles every packet of the connection, so each
     // side gets only those that do something for its direction.
     let registry = match &open.role {
-        ConnRole::Publisher => {
+        ConnRole::Publisher { .. } => {
             // Transport-wide feedback drives the browser's own uplink estimate.
             configure_twcc_receiver_only(Registry::new(), &mut media)?
                 .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
@@ -657,7 +653,6 @@ mod tests {
                     role: ConnRole::Subscriber {
                         keyframe_requests: keyframes,
                     },
-                    levels: None,
                 },
                 reply,
             },

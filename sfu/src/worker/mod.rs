@@ -48,14 +48,12 @@ pub(crate) struct OpenConn {
     pub(crate) owner: ParticipantSid,
     pub(crate) notices: mpsc::UnboundedSender<ConnNotice>,
     pub(crate) role: ConnRole,
-    /// Where a publisher's audio levels go.
-    pub(crate) levels: Option<LevelSink>,
 }
 
 /// Which way media flows on a connection, as LiveKit's two transports have it.
 pub(crate) enum ConnRole {
-    /// The client sends; we receive.
-    Publisher,
+    /// The client sends; we receive. Its audio levels go to `levels`.
+    Publisher { levels: LevelSink },
     /// We send; the subscriber's keyframe requests (the SSRC it lost) go
     /// to `keyframe_requests`.
     Subscriber {
