@@ -449,13 +449,18 @@ impl WorkerCore {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
-        if conn.opening.contains_key(&track_id) || !conn.tracks.contains_key(&track_id) {
-            self.try_open_track(id, &track_id, ssrc);
-        }
-        let Some(conn) = self.conns.get(&id) else {
-            return;
+        let key = match conn.tracks.get(&track_id) {
+            // A forwarded track, not republished on a receiver still opening.
+            Some(&key) if !conn.opening.contains_key(&track_id) => key,
+            _ => {
+                self.try_open_track(id, &track_id, ssrc);
+                match self.conns.get(&id).and_then(|c| c.tracks.get(&track_id)) {
+                    Some(&key) => key,
+                    None => return,
+                }
+            }
         };
-        let Some(&key) = conn.tracks.get(&track_id) else {
+        let Some(conn) = self.conns.get(&id) else {
             return;
         };
         let rank = conn.ranks.get(&ssrc).copied().unwrap_or(Rank::SINGLE);
