@@ -462,27 +462,28 @@ impl Session {
         if waiting.is_empty() {
             return Ok(());
         }
-        let query: Vec<(RTCRtpSenderId, String)> =
-            waiting.iter().map(|(_, s, m)| (*s, m.clone())).collect();
-        let payload_types: Vec<Option<u8>> = self
+        // The worker hands the list back with the payload type each sender
+        // negotiated for the track's codec.
+        let negotiated: Vec<(TrackSid, RTCRtpSenderId, String, Option<u8>)> = self
             .subscriber
             .with(move |conn, _| {
-                query
+                waiting
                     .into_iter()
-                    .map(|(sender, mime)| {
-                        let mut sender = conn.pc.rtp_sender(sender)?;
-                        sender
-                            .get_parameters()
-                            .rtp_parameters
-                            .codecs
-                            .iter()
-                            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
-                            .map(|c| c.payload_type)
+                    .map(|(track, sender, mime)| {
+                        let payload_type = conn.pc.rtp_sender(sender).and_then(|mut s| {
+                            s.get_parameters()
+                                .rtp_parameters
+                                .codecs
+                                .iter()
+                                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
+                                .map(|c| c.payload_type)
+                        });
+                        (track, sender, mime, payload_type)
                     })
                     .collect()
             })
             .await?;
-        for ((track, sender, mime), payload_type) in waiting.into_iter().zip(payload_types) {
+        for (track, sender, mime, payload_type) in negotiated {
             let Some(entry) = self.down.get_mut(&track) else {
                 continue;
             };
