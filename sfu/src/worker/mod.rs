@@ -94,6 +94,8 @@ pub enum WorkerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start a media worker thread: {0}")]
+    Thread(std::io::Error),
 }
 
 #[derive(Clone)]
@@ -202,7 +204,7 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("salon-media-{i}"))
                 .spawn(move || run(socket, tcp, own, rx))
-                .map_err(|source| WorkerError::Bind { addr, source })?;
+                .map_err(WorkerError::Thread)?;
             workers.push(handle);
         }
         Ok(Self {
