@@ -20,8 +20,14 @@ pub const MAX_METADATA_BYTES: usize = 512 * 1024;
 /// Longest participant name or identity, in bytes (LiveKit's limit).
 pub const MAX_NAME_BYTES: usize = 256;
 
-/// The version reported to clients in `ServerInfo`.
+/// Salon's own version.
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The LiveKit server version whose client protocol Salon speaks, reported
+/// as the server's version: livekit-client turns features on by it (RPC
+/// needs 1.8.0). Below 1.13.6, where VP9/AV1 simulcast by rid begins, which
+/// Salon does not forward yet.
+pub const LIVEKIT_COMPATIBLE_VERSION: &str = "1.9.0";
 
 /// Wall-clock milliseconds since the Unix epoch, for the timestamps LiveKit's
 /// messages carry (join times, pongs). Zero if the clock is before 1970.

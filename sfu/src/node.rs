@@ -45,6 +45,9 @@ pub struct JoinParams {
     pub attributes: HashMap<String, String>,
     pub grants: Grants,
     pub auto_subscribe: bool,
+    /// The `client_protocol` the client connected with: other clients pick
+    /// how to send it data (streams, RPC) by it.
+    pub client_protocol: i32,
 }
 
 /// A joined participant's signal channel to and from the node. Dropping
@@ -151,6 +154,7 @@ impl Node {
             attributes: params.attributes,
             grants: params.grants,
             auto_subscribe: params.auto_subscribe,
+            client_protocol: params.client_protocol,
             joined_at_ms: salon_common::unix_millis(),
         };
         // A room that closes between lookup and join is created afresh, once.
@@ -302,6 +306,35 @@ impl Node {
             .into_iter()
             .find(|p| p.identity == identity.as_str())
             .ok_or(NodeError::Room(RoomError::ParticipantNotFound))
+    }
+}
+
+impl Node {
+    /// RoomService SendData: a data packet from the server to the room's
+    /// participants (all, or those the request names).
+    #[allow(deprecated)] // destination_sids: older server SDKs still send them
+    pub async fn send_data(
+        &self,
+        name: &RoomName,
+        request: lk::SendDataRequest,
+    ) -> Result<(), NodeError> {
+        let room = self.room(name).ok_or(NodeError::RoomNotFound)?;
+        let kind = lk::data_packet::Kind::try_from(request.kind)
+            .map_err(|_| NodeError::Room(RoomError::Invalid("unknown data packet kind")))?;
+        let packet = lk::DataPacket {
+            destination_identities: request.destination_identities.clone(),
+            value: Some(lk::data_packet::Value::User(lk::UserPacket {
+                payload: request.data,
+                destination_identities: request.destination_identities,
+                destination_sids: request.destination_sids,
+                topic: request.topic,
+                nonce: request.nonce,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        admin(&room, RoomInput::AdminData { kind, packet }).await?;
+        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ use crate::worker::{
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use lk::signal_response::Message as Resp;
+use prost::Message as _;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -52,6 +53,11 @@ pub(crate) enum ParticipantCommand {
     },
     RemoveDownTrack {
         track: TrackSid,
+    },
+    /// An encoded data packet for the client.
+    Data {
+        kind: lk::data_packet::Kind,
+        payload: bytes::Bytes,
     },
     Disconnect,
 }
@@ -514,7 +520,16 @@ impl Session {
 
     async fn handle_command(&mut self, command: ParticipantCommand) -> Result<(), SessionError> {
         match command {
-            ParticipantCommand::Signal(message) => self.send(message)?,
+            ParticipantCommand::Signal(message) => {
+                let joined = matches!(message, Resp::Join(_));
+                self.send(message)?;
+                // The subscriber connection carries the room's data packets
+                // from the start, so it is negotiated as soon as the client
+                // knows it joined, as LiveKit does.
+                if joined && self.negotiation.tracks_changed() {
+                    self.send_offer().await?;
+                }
+            }
             ParticipantCommand::AddDownTrack {
                 publisher,
                 track,
@@ -576,6 +591,10 @@ impl Session {
                     }
                 }
             }
+            ParticipantCommand::Data { kind, payload } => {
+                self.subscriber
+                    .post(move |conn, now| conn.send_data(now, kind, &payload));
+            }
             ParticipantCommand::Disconnect => {}
         }
         Ok(())
@@ -597,6 +616,15 @@ impl Session {
                 });
             }
             ConnEvent::Broken => return Err(SessionError::ConnectionLost),
+            ConnEvent::Data { kind, payload } => match lk::DataPacket::decode(payload) {
+                Ok(packet) => self.to_room(RoomInput::Data {
+                    sid: self.sid.clone(),
+                    kind,
+                    packet,
+                }),
+                // A malformed packet costs its sender that packet only.
+                Err(err) => tracing::debug!(participant = %self.sid, %err, "malformed data packet"),
+            },
             ConnEvent::State(state) => {
                 tracing::debug!(participant = %self.sid, ?target, %state, "peer connection state");
                 if target == lk::SignalTarget::Subscriber {

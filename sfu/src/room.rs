@@ -77,6 +77,7 @@ pub struct JoinRequest {
     pub attributes: HashMap<String, String>,
     pub grants: Grants,
     pub auto_subscribe: bool,
+    pub client_protocol: i32,
     /// Wall-clock join time in milliseconds since the Unix epoch.
     pub joined_at_ms: i64,
 }
@@ -148,6 +149,17 @@ pub enum RoomInput {
         attributes: HashMap<String, String>,
         permission: Option<lk::ParticipantPermission>,
     },
+    /// A data packet a participant sent on one of its data channels.
+    Data {
+        sid: ParticipantSid,
+        kind: lk::data_packet::Kind,
+        packet: lk::DataPacket,
+    },
+    /// Admin: SendData, from the server rather than a participant.
+    AdminData {
+        kind: lk::data_packet::Kind,
+        packet: lk::DataPacket,
+    },
     /// Admin: DeleteRoom.
     Close,
 }
@@ -191,6 +203,12 @@ pub enum RoomOutput {
     Disconnect {
         sid: ParticipantSid,
         reason: lk::DisconnectReason,
+    },
+    /// Send an encoded data packet to one participant, on its channel for `kind`.
+    Data {
+        to: ParticipantSid,
+        kind: lk::data_packet::Kind,
+        payload: bytes::Bytes,
     },
     /// The room is closed; the shell drops it.
     Closed,
@@ -400,6 +418,8 @@ impl Room {
                 attributes,
                 permission,
             } => self.admin_update(&identity, name, metadata, attributes, permission),
+            RoomInput::Data { sid, kind, packet } => self.relay_data(Some(&sid), kind, packet),
+            RoomInput::AdminData { kind, packet } => self.relay_data(None, kind, packet),
             RoomInput::Close => {
                 let sids: Vec<_> = self.by_sid.keys().cloned().collect();
                 for sid in sids {
@@ -462,6 +482,7 @@ impl Room {
             version: 1,
             permission: Some(request.grants.to_proto()),
             attributes: request.attributes,
+            client_protocol: request.client_protocol,
             ..Default::default()
         };
         let others: Vec<lk::ParticipantInfo> = self
@@ -474,7 +495,7 @@ impl Room {
             room: None,
             participant: Some(info.clone()),
             other_participants: others,
-            server_version: salon_common::SERVER_VERSION.to_owned(),
+            server_version: salon_common::LIVEKIT_COMPATIBLE_VERSION.to_owned(),
             // Publisher first: the client offers right away, so the session is
             // connected before anyone publishes.
             subscriber_primary: false,
@@ -482,7 +503,8 @@ impl Room {
             ping_interval: 5,
             server_info: Some(lk::ServerInfo {
                 edition: lk::server_info::Edition::Standard as i32,
-                version: salon_common::SERVER_VERSION.to_owned(),
+                version: salon_common::LIVEKIT_COMPATIBLE_VERSION.to_owned(),
+                debug_info: format!("salon {}", salon_common::SERVER_VERSION),
                 protocol: 16,
                 node_id: "salon".to_owned(),
                 ..Default::default()
@@ -874,6 +896,73 @@ impl Room {
                 });
                 self.update_dynacast(track);
             }
+        }
+        Ok(())
+    }
+
+    /// Sends a data packet to everyone it is for: the participants named in
+    /// its destinations, or else everyone but its sender. Participants who
+    /// may not subscribe (guests in a waiting room) get none.
+    // The deprecated fields are what clients before protocol 14 read and
+    // write; LiveKit still honours them, and so does Salon.
+    #[allow(deprecated)]
+    fn relay_data(
+        &mut self,
+        from: Option<&ParticipantSid>,
+        kind: lk::data_packet::Kind,
+        mut packet: lk::DataPacket,
+    ) -> Result<(), RoomError> {
+        use lk::data_packet::Value;
+        match &packet.value {
+            None => return Err(RoomError::Invalid("empty data packet")),
+            // Speaker updates come from the server, never from a peer.
+            Some(Value::Speaker(_)) => {
+                return Err(RoomError::Invalid("speaker update from a client"));
+            }
+            Some(_) => {}
+        }
+        if let Some(sid) = from {
+            let p = self.get_mut(sid)?;
+            if !p.grants.can_publish_data {
+                return Err(RoomError::NotAllowed("publish data"));
+            }
+            // The room says who sent a packet: no one can speak for another.
+            packet.participant_identity = p.info.identity.clone();
+            packet.participant_sid = p.info.sid.clone();
+            if let Some(Value::User(user)) = &mut packet.value {
+                user.participant_identity = p.info.identity.clone();
+                user.participant_sid = p.info.sid.clone();
+            }
+        } else {
+            packet.participant_identity.clear();
+            packet.participant_sid.clear();
+        }
+        let mut identities = packet.destination_identities.clone();
+        let mut sids = Vec::new();
+        // Older clients name destinations inside the user packet.
+        if let Some(Value::User(user)) = &packet.value {
+            identities.extend(user.destination_identities.iter().cloned());
+            sids.extend(user.destination_sids.iter().cloned());
+        }
+        packet.kind = kind as i32;
+        let payload = bytes::Bytes::from(prost::Message::encode_to_vec(&packet));
+        let everyone = identities.is_empty() && sids.is_empty();
+        let recipients: Vec<ParticipantSid> = self
+            .participants
+            .values()
+            .filter(|p| from.is_none_or(|s| s.as_str() != p.info.sid))
+            .filter(|p| p.grants.can_subscribe)
+            .filter(|p| {
+                everyone || identities.contains(&p.info.identity) || sids.contains(&p.info.sid)
+            })
+            .map(|p| ParticipantSid::new(p.info.sid.clone()))
+            .collect();
+        for to in recipients {
+            self.outputs.push_back(RoomOutput::Data {
+                to,
+                kind,
+                payload: payload.clone(),
+            });
         }
         Ok(())
     }

@@ -214,6 +214,11 @@ impl RoomTask {
                         session.send(ParticipantCommand::Disconnect);
                     }
                 }
+                RoomOutput::Data { to, kind, payload } => {
+                    if let Some(session) = self.sessions.get(&to) {
+                        session.send(ParticipantCommand::Data { kind, payload });
+                    }
+                }
                 RoomOutput::Closed => {}
             }
         }

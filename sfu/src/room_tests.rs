@@ -20,6 +20,7 @@ fn join_req(sid: &str, identity: &str) -> JoinRequest {
         attributes: HashMap::new(),
         grants: grants(),
         auto_subscribe: true,
+        client_protocol: 0,
         joined_at_ms: 1_700_000_000_000,
     }
 }
@@ -707,4 +708,151 @@ fn everyone_hears_who_starts_and_stops_speaking() {
     )
     .expect("level");
     assert!(speaker_updates(&drain(&mut room)).is_empty());
+}
+
+fn user_data(text: &str, destinations: &[&str]) -> lk::DataPacket {
+    lk::DataPacket {
+        destination_identities: destinations.iter().map(|d| d.to_string()).collect(),
+        value: Some(lk::data_packet::Value::User(lk::UserPacket {
+            payload: text.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// The data packets the room sent, decoded, by recipient.
+fn data_outputs(room: &mut Room) -> Vec<(String, lk::DataPacket)> {
+    drain(room)
+        .into_iter()
+        .filter_map(|o| match o {
+            RoomOutput::Data { to, payload, .. } => Some((
+                to.to_string(),
+                prost::Message::decode(payload).expect("decodes"),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn data_goes_to_everyone_but_its_sender_named_by_the_room() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    join(&mut room, now, "PA_a", "ada");
+    join(&mut room, now, "PA_b", "bea");
+    join(&mut room, now, "PA_c", "cid");
+    drain(&mut room);
+    let mut forged = user_data("hi", &[]);
+    forged.participant_identity = "bea".to_owned();
+    room.handle_input(
+        now,
+        RoomInput::Data {
+            sid: sid("PA_a"),
+            kind: lk::data_packet::Kind::Reliable,
+            packet: forged,
+        },
+    )
+    .expect("relayed");
+    let out = data_outputs(&mut room);
+    let to: Vec<&str> = out.iter().map(|(to, _)| to.as_str()).collect();
+    assert_eq!(to, ["PA_b", "PA_c"]);
+    for (_, packet) in &out {
+        assert_eq!(
+            packet.participant_identity, "ada",
+            "the room names the sender"
+        );
+        assert_eq!(packet.participant_sid, "PA_a");
+    }
+}
+
+#[test]
+fn data_with_destinations_reaches_only_them() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    join(&mut room, now, "PA_a", "ada");
+    join(&mut room, now, "PA_b", "bea");
+    join(&mut room, now, "PA_c", "cid");
+    drain(&mut room);
+    room.handle_input(
+        now,
+        RoomInput::Data {
+            sid: sid("PA_a"),
+            kind: lk::data_packet::Kind::Lossy,
+            packet: user_data("psst", &["cid"]),
+        },
+    )
+    .expect("relayed");
+    let out = data_outputs(&mut room);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "PA_c");
+}
+
+#[test]
+fn data_needs_the_grant_and_skips_those_who_may_not_subscribe() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    join(&mut room, now, "PA_a", "ada");
+    let mut silent = join_req("PA_s", "silent");
+    silent.grants.can_publish_data = false;
+    room.handle_input(now, RoomInput::Join(silent))
+        .expect("join");
+    let mut waiting = join_req("PA_w", "waiting");
+    waiting.grants.can_subscribe = false;
+    waiting.grants.hidden = true;
+    room.handle_input(now, RoomInput::Join(waiting))
+        .expect("join");
+    drain(&mut room);
+    let refused = room.handle_input(
+        now,
+        RoomInput::Data {
+            sid: sid("PA_s"),
+            kind: lk::data_packet::Kind::Reliable,
+            packet: user_data("no", &[]),
+        },
+    );
+    assert!(matches!(refused, Err(RoomError::NotAllowed(_))));
+    assert!(data_outputs(&mut room).is_empty());
+    room.handle_input(
+        now,
+        RoomInput::Data {
+            sid: sid("PA_a"),
+            kind: lk::data_packet::Kind::Reliable,
+            packet: user_data("yes", &[]),
+        },
+    )
+    .expect("relayed");
+    let to: Vec<String> = data_outputs(&mut room)
+        .into_iter()
+        .map(|(to, _)| to)
+        .collect();
+    assert_eq!(to, ["PA_s"], "the waiting guest gets nothing");
+}
+
+#[test]
+fn a_client_cannot_send_speaker_updates_or_empty_packets() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    join(&mut room, now, "PA_a", "ada");
+    join(&mut room, now, "PA_b", "bea");
+    drain(&mut room);
+    for packet in [
+        lk::DataPacket::default(),
+        #[allow(deprecated)]
+        lk::DataPacket {
+            value: Some(lk::data_packet::Value::Speaker(Default::default())),
+            ..Default::default()
+        },
+    ] {
+        let result = room.handle_input(
+            now,
+            RoomInput::Data {
+                sid: sid("PA_a"),
+                kind: lk::data_packet::Kind::Reliable,
+                packet,
+            },
+        );
+        assert!(matches!(result, Err(RoomError::Invalid(_))));
+    }
+    assert!(data_outputs(&mut room).is_empty());
 }

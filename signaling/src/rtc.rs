@@ -23,6 +23,8 @@ pub(crate) struct RtcParams {
     auto_subscribe: Option<String>,
     #[serde(default)]
     reconnect: Option<String>,
+    #[serde(default)]
+    client_protocol: Option<String>,
 }
 
 /// A client that sends nothing for this long is gone (JoinResponse's
@@ -76,11 +78,26 @@ pub(crate) async fn connect(
             return unauthorized(err);
         }
     };
-    let auto_subscribe = params.auto_subscribe.as_deref() != Some("0");
-    let reconnect = params.reconnect.as_deref() == Some("1");
+    let client = ClientOptions {
+        auto_subscribe: params.auto_subscribe.as_deref() != Some("0"),
+        reconnect: params.reconnect.as_deref() == Some("1"),
+        // Unknown or absent: the protocol of clients that predate the field.
+        client_protocol: params
+            .client_protocol
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0),
+    };
     ws.max_message_size(salon_common::MAX_SIGNAL_MESSAGE_BYTES)
         .max_frame_size(salon_common::MAX_SIGNAL_MESSAGE_BYTES)
-        .on_upgrade(move |socket| session(state, socket, claims, room, auto_subscribe, reconnect))
+        .on_upgrade(move |socket| session(state, socket, claims, room, client))
+}
+
+/// What the client asked for in its connection's query.
+struct ClientOptions {
+    auto_subscribe: bool,
+    reconnect: bool,
+    client_protocol: i32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -121,10 +138,9 @@ async fn session(
     mut socket: WebSocket,
     claims: Claims,
     room: RoomName,
-    auto_subscribe: bool,
-    reconnect: bool,
+    client: ClientOptions,
 ) {
-    if reconnect {
+    if client.reconnect {
         // Sessions cannot be resumed yet: ask for a fresh join instead.
         refuse(
             &mut socket,
@@ -148,7 +164,8 @@ async fn session(
             can_update_metadata: v.can_update_own_metadata(),
             hidden: v.hidden,
         },
-        auto_subscribe,
+        auto_subscribe: client.auto_subscribe,
+        client_protocol: client.client_protocol,
     };
     let mut node_session = match state.node.join(params).await {
         Ok(s) => s,

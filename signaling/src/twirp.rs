@@ -165,6 +165,10 @@ fn authorize(claims: &Claims, need: Need<'_>) -> Result<(), TwirpError> {
     }
 }
 
+/// Largest SendData payload: what one reliable data channel message carries
+/// for livekit-client (it splits larger texts into streams itself).
+const MAX_DATA_BYTES: usize = 64 * 1024;
+
 fn room_name(name: &str) -> Result<RoomName, TwirpError> {
     crate::validate_room_name(name).map_err(|e| TwirpError::InvalidArgument(e.to_owned()))
 }
@@ -262,6 +266,16 @@ pub(crate) async fn room_service(
             let room = room_name(&req.room)?;
             let p = node.update_participant(&room, req).await?;
             Ok(encode(enc, &p))
+        }
+        "SendData" => {
+            let req: lk::SendDataRequest = decode(enc, &body)?;
+            authorize(&claims, Need::Admin { room: &req.room })?;
+            if req.data.len() > MAX_DATA_BYTES {
+                return Err(TwirpError::InvalidArgument("data too large".to_owned()));
+            }
+            let room = room_name(&req.room)?;
+            node.send_data(&room, req).await?;
+            Ok(encode(enc, &lk::SendDataResponse {}))
         }
         other => Err(TwirpError::BadRoute(format!(
             "no such method: livekit.RoomService/{other}"

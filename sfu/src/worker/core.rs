@@ -4,6 +4,7 @@
 //! socket: the shell feeds it datagrams, commands and timeouts with an
 //! `Instant`, and sends the datagrams it queues.
 
+use super::data::DataOut;
 use super::demux::Demux;
 use super::{ConnEvent, ConnId, ConnNotice, ConnRole, OpenConn, TrackKey, WorkerCommand};
 use crate::feedback::{FEEDBACK_SLOT, KeyframeRequestTap};
@@ -19,7 +20,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
-use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
@@ -50,6 +51,8 @@ pub(crate) struct Connection {
     owner: ParticipantSid,
     notices: mpsc::UnboundedSender<ConnNotice>,
     levels: Option<crate::forwarder::LevelSink>,
+    /// The channels the room's data packets go out on (subscriber connections).
+    data_out: Option<DataOut>,
     /// The layer of every SSRC the connection receives, from its rid.
     ranks: HashMap<u32, Rank>,
     /// Tracks announced by the connection whose codec is not known yet.
@@ -59,6 +62,20 @@ pub(crate) struct Connection {
     /// The timeout last handed to the timer heap.
     next_timeout: Option<Instant>,
     dirty: bool,
+}
+
+impl Connection {
+    /// Sends a data packet (encoded) to the client of a subscriber connection.
+    pub(crate) fn send_data(
+        &mut self,
+        now: Instant,
+        kind: livekit_protocol::data_packet::Kind,
+        payload: &[u8],
+    ) {
+        if let Some(data) = self.data_out.as_mut() {
+            data.send(&mut self.pc, now, kind, payload);
+        }
+    }
 }
 
 /// A datagram for the shell to send: over UDP, or framed on the ICE-TCP
@@ -226,9 +243,14 @@ impl WorkerCore {
         let id = ConnId(self.next_id);
         self.next_id += 1;
         let ufrag = random_token(16);
-        let pc = build_pc(now, &open, ufrag.clone()).map_err(|e| e.to_string())?;
+        let mut pc = build_pc(now, &open, ufrag.clone()).map_err(|e| e.to_string())?;
+        let data_out = match open.role {
+            ConnRole::Subscriber { .. } => Some(DataOut::open(&mut pc).map_err(|e| e.to_string())?),
+            ConnRole::Publisher { .. } => None,
+        };
         let mut conn = Connection {
             pc,
+            data_out,
             audio_level_ext: None,
             owner: open.owner,
             notices: open.notices,
@@ -348,7 +370,7 @@ impl WorkerCore {
                 }
             }
             for event in events.drain(..) {
-                self.on_event(id, event);
+                self.on_event(now, id, event);
             }
             for message in inbox.drain(..) {
                 self.on_message(now, id, message);
@@ -358,7 +380,7 @@ impl WorkerCore {
         }
     }
 
-    fn on_event(&mut self, id: ConnId, event: RTCPeerConnectionEvent) {
+    fn on_event(&mut self, now: Instant, id: ConnId, event: RTCPeerConnectionEvent) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -378,6 +400,13 @@ impl WorkerCore {
                     conn.opening.insert(init.track_id.clone(), init.receiver_id);
                 }
                 self.try_open_track(id, &init.track_id, init.ssrc);
+                return;
+            }
+            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(_)) => {
+                if let Some(data) = conn.data_out.as_mut() {
+                    data.opened(&mut conn.pc, now);
+                    mark(&mut self.dirty, id, conn);
+                }
                 return;
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
@@ -442,9 +471,32 @@ impl WorkerCore {
     }
 
     fn on_message(&mut self, now: Instant, id: ConnId, message: RTCMessage) {
-        let RTCMessage::RtpPacket(track_id, mut packet) = message else {
-            return;
-        };
+        match message {
+            RTCMessage::RtpPacket(track_id, packet) => self.on_rtp(now, id, track_id, packet),
+            RTCMessage::DataChannelMessage(channel, message) => {
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                // Clients send on their publisher connection only.
+                if conn.data_out.is_some() {
+                    return;
+                }
+                let Some(kind) = super::data::kind_of(&mut conn.pc, channel) else {
+                    return;
+                };
+                let _ = conn.notices.send(ConnNotice {
+                    conn: id,
+                    event: ConnEvent::Data {
+                        kind,
+                        payload: message.data,
+                    },
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rtp(&mut self, now: Instant, id: ConnId, track_id: String, mut packet: rtc::rtp::Packet) {
         let ssrc = packet.header.ssrc;
         let Some(conn) = self.conns.get(&id) else {
             return;

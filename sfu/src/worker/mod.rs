@@ -6,6 +6,7 @@
 //! or channel between them.
 
 mod core;
+mod data;
 mod demux;
 mod tcp;
 
@@ -35,6 +36,11 @@ pub(crate) enum ConnEvent {
     Track {
         cid: String,
         forwarder: ForwarderHandle,
+    },
+    /// A data packet the client sent (publisher connections), undecoded.
+    Data {
+        kind: livekit_protocol::data_packet::Kind,
+        payload: bytes::BytesMut,
     },
 }
 
@@ -144,6 +150,16 @@ impl Conn {
             }),
         });
         rx.await.map_err(|_| WorkerError::Closed)
+    }
+}
+
+impl Conn {
+    /// Runs `f` on the connection in its worker without waiting for it.
+    pub(crate) fn post(&self, f: impl FnOnce(&mut Connection, Instant) + Send + 'static) {
+        self.worker.send(WorkerCommand::With {
+            conn: self.id,
+            f: Box::new(f),
+        });
     }
 }
 

@@ -19,11 +19,17 @@ export async function startSdkFixture({ browserArgs = [] } = {}) {
     return at.toJwt();
   }
 
-  /// A page that connected with livekit-client and published camera and microphone.
-  async function joinWithSdk(identity, room, grant, options = {}) {
+  /// A page that connected with livekit-client and published camera and
+  /// microphone (unless `publish` is false).
+  async function joinWithSdk(identity, room, grant, options = {}, publish = true) {
     const page = await newPage(browser);
     await page.goto(pages.url + '/sdk.html');
-    await page.evaluate(([url, t, o]) => window.joinRoom(url, t, o), [salon.wsUrl, await token(identity, room, grant), options]);
+    await page.evaluate(([url, t, o, p]) => window.joinRoom(url, t, o, p), [
+      salon.wsUrl,
+      await token(identity, room, grant),
+      options,
+      publish,
+    ]);
     return page;
   }
 
