@@ -188,7 +188,6 @@ fn token(command: TokenCommand) -> ExitCode {
     let spec = TokenSpec {
         identity,
         name: name.unwrap_or_default(),
-        metadata: String::new(),
         grant: VideoGrant {
             room: Some(room),
             room_join: true,
@@ -198,6 +197,7 @@ fn token(command: TokenCommand) -> ExitCode {
             ..Default::default()
         },
         ttl: Some(valid_for),
+        ..Default::default()
     };
     match auth::create_token(&api_key, &api_secret, spec) {
         Ok(t) => {

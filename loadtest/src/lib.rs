@@ -147,13 +147,12 @@ impl Auth {
                 TokenSpec {
                     identity: identity.to_owned(),
                     name: identity.to_owned(),
-                    metadata: String::new(),
                     grant: VideoGrant {
                         room: Some(room.to_owned()),
                         room_join: true,
                         ..Default::default()
                     },
-                    ttl: None,
+                    ..Default::default()
                 },
             )
             .map_err(|e| livekit::SignalError::Token(e.to_string())),

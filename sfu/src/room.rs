@@ -245,6 +245,11 @@ pub struct Room {
     speakers: Speakers,
 }
 
+/// Attributes under this prefix come from the token or an admin call, never
+/// from the participant itself: the web app trusts `salon.role` to say who
+/// hosts, and a guest must not be able to claim it.
+pub const SERVER_ATTRIBUTE_PREFIX: &str = "salon.";
+
 /// Most tracks one participant may announce; a peer that sends AddTrack in a
 /// loop must not grow the room without bound.
 const MAX_TRACKS_PER_PARTICIPANT: usize = 32;
@@ -543,20 +548,7 @@ impl Room {
             self.broadcast_update(&info, Some(&request.sid));
         }
         if request.auto_subscribe && can_subscribe {
-            let published: Vec<(ParticipantSid, lk::TrackInfo)> = self
-                .participants
-                .values()
-                .filter(|p| p.info.sid != request.sid.as_str())
-                .flat_map(|p| {
-                    p.info
-                        .tracks
-                        .iter()
-                        .map(|t| (ParticipantSid::new(p.info.sid.clone()), t.clone()))
-                })
-                .collect();
-            for (publisher, track) in published {
-                self.subscribe(&request.sid, publisher, track);
-            }
+            self.subscribe_to_all(&request.sid);
         }
         // Updates only say what changed: a newcomer learns who speaks already.
         let speakers = self.speakers.announced();
@@ -594,8 +586,26 @@ impl Room {
         }
     }
 
-    /// Tells everyone but `except` about a participant's new state.
+    /// Tells everyone but `except` about a participant's new state; only
+    /// the participant itself while it is hidden.
     fn broadcast_update(&mut self, info: &lk::ParticipantInfo, except: Option<&ParticipantSid>) {
+        if info.permission.as_ref().is_some_and(|p| p.hidden) {
+            let own = ParticipantSid::new(info.sid.clone());
+            if except != Some(&own) && self.by_sid.contains_key(&own) {
+                self.outputs.push_back(RoomOutput::Signal {
+                    to: own,
+                    message: lk::signal_response::Message::Update(lk::ParticipantUpdate {
+                        participants: vec![info.clone()],
+                    }),
+                });
+            }
+            return;
+        }
+        self.broadcast_to_all(info, except);
+    }
+
+    /// Tells everyone but `except` about a participant, hidden or not.
+    fn broadcast_to_all(&mut self, info: &lk::ParticipantInfo, except: Option<&ParticipantSid>) {
         let recipients: Vec<ParticipantSid> = self
             .by_sid
             .keys()
@@ -818,6 +828,15 @@ impl Room {
             return Err(RoomError::NotAllowed("update metadata"));
         }
         check_sizes(&update.name, &update.metadata)?;
+        if update
+            .attributes
+            .keys()
+            .any(|k| k.starts_with(SERVER_ATTRIBUTE_PREFIX))
+        {
+            return Err(RoomError::NotAllowed(
+                "set attributes reserved for the server",
+            ));
+        }
         if !update.name.is_empty() {
             p.info.name = update.name;
         }
@@ -853,6 +872,7 @@ impl Room {
             p.info.metadata = metadata;
         }
         merge_attributes(&mut p.info.attributes, attributes);
+        let before = p.grants.clone();
         if let Some(permission) = permission {
             p.grants = Grants {
                 can_publish: permission.can_publish,
@@ -864,9 +884,52 @@ impl Room {
             p.info.permission = Some(permission);
         }
         p.info.version += 1;
-        let info = p.info.clone();
+        let after = p.grants.clone();
+        let auto_subscribe = p.auto_subscribe;
+        let sid = ParticipantSid::new(p.info.sid.clone());
+        let cids: Vec<String> = p.cids.keys().cloned().collect();
+        if before.can_publish && !after.can_publish {
+            // Revoking publish takes down what was published, as LiveKit does.
+            p.pending.clear();
+            for cid in cids {
+                self.unpublish(&sid, &cid)?;
+            }
+        }
+        // One who appears (a guest admitted from the waiting room) is
+        // announced to all by the update below; one who hides leaves the
+        // others' view.
+        if !before.hidden && after.hidden {
+            let mut gone = self.get_mut(&sid)?.info.clone();
+            gone.state = lk::participant_info::State::Disconnected as i32;
+            self.broadcast_to_all(&gone, Some(&sid));
+        }
+        if !before.can_subscribe && after.can_subscribe && auto_subscribe {
+            self.subscribe_to_all(&sid);
+        } else if before.can_subscribe && !after.can_subscribe {
+            let tracks: Vec<TrackSid> = self.get_mut(&sid)?.subscriptions.keys().cloned().collect();
+            self.update_subscription(&sid, &tracks, false)?;
+        }
+        let info = self.get_mut(&sid)?.info.clone();
         self.broadcast_update(&info, None);
         Ok(())
+    }
+
+    /// Subscribes a participant to every track the others publish.
+    fn subscribe_to_all(&mut self, sid: &ParticipantSid) {
+        let published: Vec<(ParticipantSid, lk::TrackInfo)> = self
+            .participants
+            .values()
+            .filter(|p| p.info.sid != sid.as_str())
+            .flat_map(|p| {
+                p.info
+                    .tracks
+                    .iter()
+                    .map(|t| (ParticipantSid::new(p.info.sid.clone()), t.clone()))
+            })
+            .collect();
+        for (publisher, track) in published {
+            self.subscribe(sid, publisher, track);
+        }
     }
 
     fn update_subscription(

@@ -856,3 +856,141 @@ fn a_client_cannot_send_speaker_updates_or_empty_packets() {
     }
     assert!(data_outputs(&mut room).is_empty());
 }
+
+#[test]
+fn admitting_a_hidden_guest_shows_them_and_subscribes_them() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    join(&mut room, now, "PA_h", "host");
+    let track = publish(&mut room, now, "PA_h", "cam", lk::TrackType::Video);
+    drain(&mut room);
+    let mut guest = join_req("PA_g", "guest");
+    guest.grants = Grants {
+        can_publish: false,
+        can_subscribe: false,
+        can_publish_data: false,
+        can_update_metadata: false,
+        hidden: true,
+    };
+    room.handle_input(now, RoomInput::Join(guest))
+        .expect("join");
+    let out = drain(&mut room);
+    assert!(
+        !out.iter().any(|o| matches!(o, RoomOutput::Subscribe { subscriber, .. } if subscriber.as_str() == "PA_g")),
+        "a waiting guest receives no media"
+    );
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, RoomOutput::Signal { to, .. } if to.as_str() == "PA_h")),
+        "the host is not told about a hidden guest"
+    );
+    room.handle_input(
+        now,
+        RoomInput::AdminUpdate {
+            identity: ParticipantIdentity::new("guest"),
+            name: String::new(),
+            metadata: String::new(),
+            attributes: HashMap::new(),
+            permission: Some(lk::ParticipantPermission {
+                can_subscribe: true,
+                can_publish: true,
+                can_publish_data: true,
+                hidden: false,
+                ..Default::default()
+            }),
+        },
+    )
+    .expect("admitted");
+    let out = drain(&mut room);
+    assert!(out.iter().any(|o| matches!(o,
+        RoomOutput::Subscribe { subscriber, track: t, .. }
+            if subscriber.as_str() == "PA_g" && t.sid == track.as_str())));
+    let seen_by = |who: &str| {
+        out.iter().any(|o| {
+            matches!(o,
+            RoomOutput::Signal { to, message: Msg::Update(u) }
+                if to.as_str() == who && u.participants.iter().any(|p| p.identity == "guest"
+                    && p.permission.as_ref().is_some_and(|perm| perm.can_publish)))
+        })
+    };
+    assert!(seen_by("PA_h"), "the host sees the admitted guest");
+    assert!(seen_by("PA_g"), "the guest learns its new permissions");
+}
+
+#[test]
+fn revoking_publish_takes_down_tracks_and_hiding_leaves_the_others_view() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    join(&mut room, now, "PA_a", "ada");
+    join(&mut room, now, "PA_b", "bea");
+    let track = publish(&mut room, now, "PA_a", "cam", lk::TrackType::Video);
+    drain(&mut room);
+    room.handle_input(
+        now,
+        RoomInput::AdminUpdate {
+            identity: ParticipantIdentity::new("ada"),
+            name: String::new(),
+            metadata: String::new(),
+            attributes: HashMap::new(),
+            permission: Some(lk::ParticipantPermission {
+                can_subscribe: true,
+                hidden: true,
+                ..Default::default()
+            }),
+        },
+    )
+    .expect("updated");
+    let out = drain(&mut room);
+    assert!(out.iter().any(|o| matches!(o,
+        RoomOutput::Unsubscribe { subscriber, track: t } if subscriber.as_str() == "PA_b" && *t == track)));
+    assert!(out.iter().any(|o| matches!(o,
+        RoomOutput::Signal { to, message: Msg::TrackUnpublished(_) } if to.as_str() == "PA_a")));
+    let updates_to_bea: Vec<&lk::ParticipantInfo> = out
+        .iter()
+        .filter_map(|o| match o {
+            RoomOutput::Signal {
+                to,
+                message: Msg::Update(u),
+            } if to.as_str() == "PA_b" => Some(u),
+            _ => None,
+        })
+        .flat_map(|u| u.participants.iter())
+        .filter(|p| p.identity == "ada")
+        .collect();
+    let last = updates_to_bea.last().expect("bea told about ada");
+    assert_eq!(last.state, lk::participant_info::State::Disconnected as i32);
+}
+
+#[test]
+fn participants_cannot_set_server_attributes() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    let mut req = join_req("PA_a", "alice");
+    req.grants.can_update_metadata = true;
+    req.attributes = HashMap::from([("salon.role".to_owned(), "guest".to_owned())]);
+    room.handle_input(now, RoomInput::Join(req)).expect("join");
+    drain(&mut room);
+    let set = |key: &str, value: &str| RoomInput::UpdateMetadata {
+        sid: sid("PA_a"),
+        update: lk::UpdateParticipantMetadata {
+            attributes: HashMap::from([(key.to_owned(), value.to_owned())]),
+            ..Default::default()
+        },
+    };
+    for (key, value) in [("salon.role", "host"), ("salon.role", "")] {
+        assert!(matches!(
+            room.handle_input(now, set(key, value)),
+            Err(RoomError::NotAllowed(_))
+        ));
+    }
+    room.handle_input(now, set("hand", "1"))
+        .expect("own attributes are fine");
+    let alice = room
+        .participant(&ParticipantIdentity::new("alice"))
+        .expect("alice");
+    assert_eq!(
+        alice.attributes.get("salon.role").map(String::as_str),
+        Some("guest")
+    );
+    assert_eq!(alice.attributes.get("hand").map(String::as_str), Some("1"));
+}

@@ -223,6 +223,7 @@ pub struct TokenSpec {
     pub identity: String,
     pub name: String,
     pub metadata: String,
+    pub attributes: HashMap<String, String>,
     pub grant: VideoGrant,
     pub ttl: Option<Duration>,
 }
@@ -238,7 +239,7 @@ pub fn create_token(key: &str, secret: &str, spec: TokenSpec) -> Result<String, 
         exp: now + ttl.as_secs(),
         name: spec.name,
         metadata: spec.metadata,
-        attributes: HashMap::new(),
+        attributes: spec.attributes,
         video: spec.grant,
         jti: salon_common::new_sid(""),
     };

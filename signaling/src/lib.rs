@@ -2,6 +2,7 @@
 //! Twirp RoomService, guest tokens for the web app, and the web app itself.
 
 pub mod auth;
+pub mod meetings;
 mod rtc;
 mod twirp;
 
@@ -11,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use meetings::Role;
 use salon_common::RoomName;
 use salon_sfu::Node;
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,7 @@ pub struct SignalingConfig {
 pub struct AppState {
     keys: Arc<KeyStore>,
     guest_key: Option<Arc<String>>,
+    meetings: Arc<meetings::Meetings>,
     node: Node,
 }
 
@@ -56,6 +59,7 @@ pub fn app(config: SignalingConfig, node: Node) -> Router {
     let state = AppState {
         keys: Arc::new(config.keys),
         guest_key: config.guest_key.map(Arc::new),
+        meetings: Arc::default(),
         node,
     };
     let mut router = Router::new()
@@ -72,6 +76,10 @@ pub fn app(config: SignalingConfig, node: Node) -> Router {
         .route(
             "/api/token",
             post(guest_token).layer(DefaultBodyLimit::max(64 * 1024)),
+        )
+        .route(
+            "/api/meetings",
+            post(create_meeting).layer(DefaultBodyLimit::max(64 * 1024)),
         )
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
@@ -94,35 +102,87 @@ pub fn app(config: SignalingConfig, node: Node) -> Router {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct GuestTokenRequest {
     room: String,
     name: String,
+    #[serde(default)]
+    host_key: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 struct GuestTokenResponse {
     token: String,
     identity: String,
+    role: &'static str,
+    /// The token only lets its holder wait until a host admits them.
+    waiting: bool,
 }
 
-/// Issues a join token for the web app's join form (open guest mode).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateMeetingRequest {
+    #[serde(default)]
+    waiting_room: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateMeetingResponse {
+    room: String,
+    host_key: String,
+}
+
+/// The attribute that tells the web app who hosts. Participants cannot set
+/// attributes under `salon.` themselves (the room refuses), so it can be trusted.
+const ROLE_ATTRIBUTE: &str = "salon.role";
+
+/// The key guest tokens are signed with, if guest mode is on.
+fn guest_signing_key(state: &AppState) -> Result<(&str, &str), (StatusCode, &'static str)> {
+    let key = state.guest_key.as_deref().ok_or((
+        StatusCode::FORBIDDEN,
+        "guest tokens are disabled on this server",
+    ))?;
+    let secret = state.keys.secret(key).ok_or((
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "guest key is not configured",
+    ))?;
+    Ok((key, secret))
+}
+
+/// Makes a meeting for the web app's "new meeting" button (open guest
+/// mode): a fresh room name and the host key that goes with it.
+async fn create_meeting(
+    State(state): State<AppState>,
+    Json(req): Json<CreateMeetingRequest>,
+) -> Response {
+    if let Err(refused) = guest_signing_key(&state) {
+        return refused.into_response();
+    }
+    match state
+        .meetings
+        .create(req.waiting_room, std::time::Instant::now())
+    {
+        Ok(m) => Json(CreateMeetingResponse {
+            room: m.room.to_string(),
+            host_key: m.host_key,
+        })
+        .into_response(),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
+    }
+}
+
+/// Issues a join token for the web app (open guest mode). What it grants
+/// follows from the meeting: hosts may administer the room; guests of a
+/// meeting with a waiting room get a hidden token that may do nothing until
+/// a host admits them (RoomService UpdateParticipant).
 async fn guest_token(
     State(state): State<AppState>,
     Json(req): Json<GuestTokenRequest>,
 ) -> Response {
-    let Some(key) = state.guest_key.as_deref() else {
-        return (
-            StatusCode::FORBIDDEN,
-            "guest tokens are disabled on this server",
-        )
-            .into_response();
-    };
-    let Some(secret) = state.keys.secret(key) else {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "guest key is not configured",
-        )
-            .into_response();
+    let (key, secret) = match guest_signing_key(&state) {
+        Ok(k) => k,
+        Err(refused) => return refused.into_response(),
     };
     let room = match validate_room_name(req.room.trim()) {
         Ok(room) => room,
@@ -139,22 +199,38 @@ async fn guest_token(
         )
             .into_response();
     }
-    let identity = salon_common::new_sid("guest-");
+    let role = state
+        .meetings
+        .role(&room, req.host_key.as_deref(), std::time::Instant::now());
+    let (identity, role_name, waiting) = match role {
+        Role::Host => (salon_common::new_sid("host-"), "host", false),
+        Role::Guest { waiting } => (salon_common::new_sid("guest-"), "guest", waiting),
+    };
     let spec = TokenSpec {
         identity: identity.clone(),
         name: name.to_owned(),
+        attributes: [(ROLE_ATTRIBUTE.to_owned(), role_name.to_owned())].into(),
         grant: VideoGrant {
             room: Some(room.to_string()),
             room_join: true,
-            can_publish: Some(true),
-            can_subscribe: Some(true),
-            can_publish_data: Some(true),
+            room_admin: role == Role::Host,
+            can_publish: Some(!waiting),
+            can_subscribe: Some(!waiting),
+            can_publish_data: Some(!waiting),
+            can_update_own_metadata: Some(!waiting),
+            hidden: waiting,
             ..Default::default()
         },
         ..Default::default()
     };
     match auth::create_token(key, secret, spec) {
-        Ok(token) => Json(GuestTokenResponse { token, identity }).into_response(),
+        Ok(token) => Json(GuestTokenResponse {
+            token,
+            identity,
+            role: role_name,
+            waiting,
+        })
+        .into_response(),
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
     }
 }

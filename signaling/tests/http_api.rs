@@ -262,3 +262,95 @@ async fn guest_tokens_join_only_their_room_and_can_be_switched_off() {
     let (status, _) = send(&off, guest_request("standup", "Alice")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+fn post_json(path: &str, body: serde_json::Value) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("req")
+}
+
+async fn token_claims(
+    r: &Router,
+    body: serde_json::Value,
+) -> (serde_json::Value, salon_signaling::auth::Claims) {
+    let (status, bytes) = send(r, post_json("/api/token", body)).await;
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    let keys = KeyStore::new(HashMap::from([("devkey".to_owned(), "secret".to_owned())]));
+    let claims = keys
+        .verify(json["token"].as_str().expect("token"))
+        .expect("valid");
+    (json, claims)
+}
+
+#[tokio::test]
+async fn a_meeting_with_a_waiting_room_gives_hosts_admin_and_guests_nothing_until_admitted() {
+    let r = router(true);
+    let (status, bytes) = send(
+        &r,
+        post_json("/api/meetings", serde_json::json!({ "waitingRoom": true })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let meeting: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    let room = meeting["room"].as_str().expect("room").to_owned();
+    let host_key = meeting["hostKey"].as_str().expect("hostKey").to_owned();
+    assert_eq!(host_key.len(), 32);
+
+    let (json, host) = token_claims(
+        &r,
+        serde_json::json!({ "room": room, "name": "Hélène", "hostKey": host_key }),
+    )
+    .await;
+    assert_eq!(json["role"], "host");
+    assert_eq!(json["waiting"], false);
+    assert!(host.video.room_admin, "a host administers the room");
+    assert_eq!(host.join_room(), Ok(room.as_str()));
+    assert!(host.video.can_publish() && host.video.can_subscribe() && !host.video.hidden);
+    assert_eq!(
+        host.attributes.get("salon.role").map(String::as_str),
+        Some("host")
+    );
+
+    for key in [None, Some("0".repeat(32))] {
+        let mut body = serde_json::json!({ "room": room, "name": "Gaston" });
+        if let Some(k) = key {
+            body["hostKey"] = k.into();
+        }
+        let (json, guest) = token_claims(&r, body).await;
+        assert_eq!(json["role"], "guest");
+        assert_eq!(json["waiting"], true);
+        let v = &guest.video;
+        assert!(!v.room_admin);
+        assert!(v.hidden && !v.can_publish() && !v.can_subscribe() && !v.can_publish_data());
+        assert!(!v.can_update_own_metadata());
+    }
+
+    // Without a waiting room, guests come straight in, and may raise a hand.
+    let (_, bytes) = send(
+        &r,
+        post_json("/api/meetings", serde_json::json!({ "waitingRoom": false })),
+    )
+    .await;
+    let open: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    let (json, guest) = token_claims(
+        &r,
+        serde_json::json!({ "room": open["room"], "name": "Gaston" }),
+    )
+    .await;
+    assert_eq!(json["waiting"], false);
+    assert!(
+        guest.video.can_publish()
+            && guest.video.can_update_own_metadata()
+            && !guest.video.room_admin
+    );
+
+    // Guest mode off: no meetings either.
+    let (status, _) = send(
+        &router(false),
+        post_json("/api/meetings", serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
