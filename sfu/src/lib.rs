@@ -9,6 +9,7 @@ mod forwarder;
 pub mod negotiation;
 mod node;
 mod participant;
+pub mod quality;
 pub mod rewriter;
 pub mod room;
 mod room_task;

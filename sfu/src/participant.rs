@@ -4,6 +4,7 @@
 
 use crate::forwarder::{DownTrack, ForwarderCommand, ForwarderHandle, LevelSink};
 use crate::negotiation::Negotiation;
+use crate::quality::{QualityMeter, Sample};
 use crate::room::RoomInput;
 use crate::room_task::RoomEvent;
 use crate::worker::{
@@ -21,6 +22,8 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
 use salon_common::{ParticipantSid, TrackSid};
 use std::collections::HashMap;
 use tokio::sync::mpsc;
@@ -131,7 +134,14 @@ struct Session {
     preferred_codecs: HashMap<String, String>,
     /// Candidates that came before the description they belong to.
     early_candidates: Vec<(lk::SignalTarget, RTCIceCandidateInit)>,
+    quality: QualityMeter,
+    /// Whether a connection is disconnected or failed, for the quality.
+    link_down: [bool; 2],
 }
+
+/// How often a participant's connection quality is measured, as LiveKit
+/// sends its updates.
+const QUALITY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs one participant's session until the client leaves, the room
 /// disconnects it, or it misbehaves. Always tells the room it left.
@@ -192,7 +202,11 @@ pub(crate) async fn run(parts: SessionParts) {
         publishing: std::collections::HashSet::new(),
         preferred_codecs: HashMap::new(),
         early_candidates: Vec::new(),
+        quality: QualityMeter::default(),
+        link_down: [false; 2],
     };
+    let mut quality_tick = tokio::time::interval(QUALITY_INTERVAL);
+    quality_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome: Result<(), SessionError> = async {
         loop {
             tokio::select! {
@@ -210,6 +224,7 @@ pub(crate) async fn run(parts: SessionParts) {
                 },
                 Some(notice) = notices.recv() => session.handle_notice(notice).await?,
                 Some(ssrc) = keyframe_rx.recv() => session.keyframe_requested(ssrc),
+                _ = quality_tick.tick() => session.measure_quality().await?,
             }
         }
     }
@@ -509,6 +524,46 @@ impl Session {
         Ok(())
     }
 
+    /// Reads the connections' loss counters and tells the room how the
+    /// participant's link did since the last time.
+    async fn measure_quality(&mut self) -> Result<(), SessionError> {
+        let (uplink_received, uplink_lost) = self
+            .publisher
+            .with(|conn, now| {
+                let report = conn.pc.get_stats(now, StatsSelector::None);
+                report.inbound_rtp_streams().fold((0, 0), |(r, l), s| {
+                    let s = &s.received_rtp_stream_stats;
+                    (r + s.packets_received, l + s.packets_lost.max(0) as u64)
+                })
+            })
+            .await?;
+        let downlink_loss = self
+            .subscriber
+            .with(|conn, now| {
+                let report = conn.pc.get_stats(now, StatsSelector::None);
+                report
+                    .iter()
+                    .filter_map(|e| match e {
+                        RTCStatsReportEntry::RemoteInboundRtp(s) => Some(s.fraction_lost),
+                        _ => None,
+                    })
+                    .reduce(f64::max)
+            })
+            .await?;
+        let (quality, score) = self.quality.update(Sample {
+            uplink_received,
+            uplink_lost,
+            downlink_loss,
+            connected: !self.link_down.contains(&true),
+        });
+        self.to_room(RoomInput::Quality {
+            sid: self.sid.clone(),
+            quality,
+            score,
+        });
+        Ok(())
+    }
+
     /// The subscriber lost video on `ssrc` and wants a keyframe.
     fn keyframe_requested(&self, ssrc: u32) {
         if let Some(entry) = self.down.values().find(|e| e.ssrc == ssrc && e.attached) {
@@ -627,6 +682,10 @@ impl Session {
             },
             ConnEvent::State(state) => {
                 tracing::debug!(participant = %self.sid, ?target, %state, "peer connection state");
+                self.link_down[target as usize] = matches!(
+                    state,
+                    RTCPeerConnectionState::Disconnected | RTCPeerConnectionState::Failed
+                );
                 if target == lk::SignalTarget::Subscriber {
                     self.subscriber_connected = state == RTCPeerConnectionState::Connected;
                     self.attach_down_tracks().await?;

@@ -160,6 +160,12 @@ pub enum RoomInput {
         kind: lk::data_packet::Kind,
         packet: lk::DataPacket,
     },
+    /// How a participant's link did lately (see `quality`).
+    Quality {
+        sid: ParticipantSid,
+        quality: lk::ConnectionQuality,
+        score: f32,
+    },
     /// Admin: DeleteRoom.
     Close,
 }
@@ -224,6 +230,8 @@ struct Participant {
     cids: HashMap<String, TrackSid>,
     /// What this participant receives, and what it wants of each.
     subscriptions: HashMap<TrackSid, Demand>,
+    /// Its connection quality as last announced.
+    quality: Option<lk::ConnectionQualityInfo>,
 }
 
 /// The state machine of one room.
@@ -423,6 +431,11 @@ impl Room {
                 attributes,
                 permission,
             } => self.admin_update(&identity, name, metadata, attributes, permission),
+            RoomInput::Quality {
+                sid,
+                quality,
+                score,
+            } => self.update_quality(&sid, quality, score),
             RoomInput::Data { sid, kind, packet } => self.relay_data(Some(&sid), kind, packet),
             RoomInput::AdminData { kind, packet } => self.relay_data(None, kind, packet),
             RoomInput::Close => {
@@ -534,6 +547,7 @@ impl Room {
                 pending: HashMap::new(),
                 cids: HashMap::new(),
                 subscriptions: HashMap::new(),
+                quality: None,
             },
         );
         self.by_sid.insert(request.sid.clone(), key);
@@ -550,7 +564,22 @@ impl Room {
         if request.auto_subscribe && can_subscribe {
             self.subscribe_to_all(&request.sid);
         }
-        // Updates only say what changed: a newcomer learns who speaks already.
+        // Updates only say what changed: a newcomer learns how the others'
+        // links are and who speaks already.
+        let qualities: Vec<lk::ConnectionQualityInfo> = self
+            .participants
+            .values()
+            .filter(|p| !p.grants.hidden)
+            .filter_map(|p| p.quality.clone())
+            .collect();
+        if !qualities.is_empty() {
+            self.outputs.push_back(RoomOutput::Signal {
+                to: request.sid.clone(),
+                message: lk::signal_response::Message::ConnectionQuality(
+                    lk::ConnectionQualityUpdate { updates: qualities },
+                ),
+            });
+        }
         let speakers = self.speakers.announced();
         if !speakers.is_empty() {
             self.outputs.push_back(RoomOutput::Signal {
@@ -1025,6 +1054,43 @@ impl Room {
                 to,
                 kind,
                 payload: payload.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Tells everyone when a participant's connection quality changes level
+    /// (a hidden participant: only itself).
+    fn update_quality(
+        &mut self,
+        sid: &ParticipantSid,
+        quality: lk::ConnectionQuality,
+        score: f32,
+    ) -> Result<(), RoomError> {
+        let p = self.get_mut(sid)?;
+        let info = lk::ConnectionQualityInfo {
+            participant_sid: sid.to_string(),
+            quality: quality as i32,
+            score,
+        };
+        let changed = p.quality.as_ref().is_none_or(|q| q.quality != info.quality);
+        p.quality = Some(info.clone());
+        if !changed {
+            return Ok(());
+        }
+        let recipients: Vec<ParticipantSid> = if p.grants.hidden {
+            vec![sid.clone()]
+        } else {
+            self.by_sid.keys().cloned().collect()
+        };
+        for to in recipients {
+            self.outputs.push_back(RoomOutput::Signal {
+                to,
+                message: lk::signal_response::Message::ConnectionQuality(
+                    lk::ConnectionQualityUpdate {
+                        updates: vec![info.clone()],
+                    },
+                ),
             });
         }
         Ok(())

@@ -994,3 +994,47 @@ fn participants_cannot_set_server_attributes() {
     );
     assert_eq!(alice.attributes.get("hand").map(String::as_str), Some("1"));
 }
+
+#[test]
+fn quality_changes_are_announced_once_and_newcomers_learn_them() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    join(&mut room, now, "PA_a", "ada");
+    join(&mut room, now, "PA_b", "bea");
+    drain(&mut room);
+    let quality = |q: lk::ConnectionQuality| RoomInput::Quality {
+        sid: sid("PA_a"),
+        quality: q,
+        score: 2.0,
+    };
+    let updates = |out: &[RoomOutput]| -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                RoomOutput::Signal {
+                    to,
+                    message: Msg::ConnectionQuality(u),
+                } => {
+                    assert_eq!(u.updates[0].participant_sid, "PA_a");
+                    Some(to.to_string())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    room.handle_input(now, quality(lk::ConnectionQuality::Poor))
+        .expect("quality");
+    let mut to = updates(&drain(&mut room));
+    to.sort();
+    assert_eq!(to, ["PA_a", "PA_b"], "everyone learns, the participant too");
+    room.handle_input(now, quality(lk::ConnectionQuality::Poor))
+        .expect("quality");
+    assert!(
+        updates(&drain(&mut room)).is_empty(),
+        "no change, no update"
+    );
+    join(&mut room, now, "PA_c", "cid");
+    let out = drain(&mut room);
+    assert!(out.iter().any(|o| matches!(o,
+        RoomOutput::Signal { to, message: Msg::ConnectionQuality(u) }
+            if to.as_str() == "PA_c" && u.updates[0].quality == lk::ConnectionQuality::Poor as i32)));
+}

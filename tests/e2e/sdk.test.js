@@ -57,6 +57,22 @@ test('livekit-client peers with livekit-server-sdk tokens decode each other', as
   assert.deepEqual(names, ['BEA']);
 });
 
+test('livekit-client shows the connection quality Salon measures', async () => {
+  const a = await joinWithSdk('qia', 'quality-room');
+  const b = await joinWithSdk('qib', 'quality-room');
+  await waitForMediaFrom(b, 'qia');
+  // Unknown until the server says; loopback loses nothing, so excellent.
+  for (const [page, other] of [[a, 'qib'], [b, 'qia']]) {
+    await page.waitForFunction(
+      (o) =>
+        window.salonRoom.localParticipant.connectionQuality === 'excellent' &&
+        window.salonRoom.getParticipantByIdentity(o)?.connectionQuality === 'excellent',
+      other,
+      { timeout: 20000 },
+    );
+  }
+});
+
 test('a token without canPublish can watch but not publish', async () => {
   const pub = await joinWithSdk('pia', 'grant-room');
   const page = await newPage(browser);
