@@ -254,6 +254,28 @@ pub fn create_token(key: &str, secret: &str, spec: TokenSpec) -> Result<String, 
 /// A fresh copy of `claims` valid for as long as the original was, signed
 /// with the same key: LiveKit sends one to connected clients so that they
 /// can reconnect after their first token has expired.
+impl Claims {
+    /// Takes on what the room now says of the holder (an admin changed its
+    /// permissions, or it its own name or attributes), so that a refreshed
+    /// token rejoins as the participant is now: an admitted guest must not
+    /// go back to the waiting room on reconnecting. True if anything changed.
+    pub fn follow(&mut self, info: &livekit_protocol::ParticipantInfo) -> bool {
+        let before = self.clone();
+        self.name.clone_from(&info.name);
+        self.metadata.clone_from(&info.metadata);
+        self.attributes.clone_from(&info.attributes);
+        if let Some(p) = &info.permission {
+            let v = &mut self.video;
+            v.can_publish = Some(p.can_publish);
+            v.can_subscribe = Some(p.can_subscribe);
+            v.can_publish_data = Some(p.can_publish_data);
+            v.can_update_own_metadata = Some(p.can_update_metadata);
+            v.hidden = p.hidden;
+        }
+        *self != before
+    }
+}
+
 pub fn refresh_token(keys: &KeyStore, claims: &Claims) -> Result<String, AuthError> {
     let secret = keys.secret(&claims.iss).ok_or(AuthError::UnknownKey)?;
     let now = unix_now();

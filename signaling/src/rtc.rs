@@ -136,7 +136,7 @@ async fn refuse(
 async fn session(
     state: AppState,
     mut socket: WebSocket,
-    claims: Claims,
+    mut claims: Claims,
     room: RoomName,
     client: ClientOptions,
 ) {
@@ -221,6 +221,13 @@ async fn session(
             }
             outgoing = node_session.from_node.recv() => {
                 let Some(response) = outgoing else { break "session ended" };
+                if let Some(lk::signal_response::Message::Update(update)) = &response.message
+                    && let Some(me) = update.participants.iter().find(|p| p.sid == node_session.sid.as_str())
+                    && claims.follow(me)
+                {
+                    // The client gets a token that says so right after.
+                    refresh.reset_immediately();
+                }
                 let is_leave = matches!(response.message, Some(lk::signal_response::Message::Leave(_)));
                 if let Some(m) = encode(wire, &response)
                     && socket.send(m).await.is_err()

@@ -16,6 +16,11 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn server() -> SocketAddr {
+    serve().await.0
+}
+
+/// A running server, and its router for calls that need no socket.
+async fn serve() -> (SocketAddr, axum::Router) {
     let keys = KeyStore::new(HashMap::from([("devkey".to_owned(), "secret".to_owned())]));
     let router = app(
         SignalingConfig {
@@ -34,8 +39,9 @@ async fn server() -> SocketAddr {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
+    let served = router.clone();
+    tokio::spawn(async move { axum::serve(listener, served).await });
+    (addr, router)
 }
 
 fn join_token(room: &str, identity: &str) -> String {
@@ -238,6 +244,78 @@ async fn connected_clients_get_a_refreshed_token() {
             assert_eq!(claims.sub, "holder");
             assert_eq!(claims.join_room(), Ok("refresh-room"));
             return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_admitted_guest_gets_a_token_that_rejoins_admitted() {
+    use tower::ServiceExt;
+    let (addr, router) = serve().await;
+    let waiting = create_token(
+        "devkey",
+        "secret",
+        TokenSpec {
+            identity: "waiter".to_owned(),
+            grant: VideoGrant {
+                room: Some("lobby-room".to_owned()),
+                room_join: true,
+                can_publish: Some(false),
+                can_subscribe: Some(false),
+                can_publish_data: Some(false),
+                hidden: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .expect("token");
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/rtc?access_token={waiting}"))
+            .await
+            .expect("connect");
+    let admin = create_token(
+        "devkey",
+        "secret",
+        TokenSpec {
+            identity: "host".to_owned(),
+            grant: VideoGrant {
+                room: Some("lobby-room".to_owned()),
+                room_admin: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .expect("token");
+    let keys = KeyStore::new(HashMap::from([("devkey".to_owned(), "secret".to_owned())]));
+    let mut admitted = false;
+    loop {
+        let r = next_response(&mut ws).await.expect("still connected");
+        match r.message {
+            Some(lk::signal_response::Message::Join(_)) => {
+                let body = serde_json::json!({
+                    "room": "lobby-room",
+                    "identity": "waiter",
+                    "permission": { "canSubscribe": true, "canPublish": true, "canPublishData": true },
+                });
+                let req = axum::http::Request::post("/twirp/livekit.RoomService/UpdateParticipant")
+                    .header("content-type", "application/json")
+                    .header("authorization", format!("Bearer {admin}"))
+                    .body(axum::body::Body::from(body.to_string()))
+                    .expect("request");
+                let res = router.clone().oneshot(req).await.expect("response");
+                assert_eq!(res.status(), axum::http::StatusCode::OK);
+                admitted = true;
+            }
+            Some(lk::signal_response::Message::RefreshToken(token)) if admitted => {
+                let claims = keys.verify(&token).expect("valid");
+                if claims.video.can_subscribe() {
+                    assert!(claims.video.can_publish() && !claims.video.hidden);
+                    return;
+                }
+            }
+            _ => {}
         }
     }
 }
