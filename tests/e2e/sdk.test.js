@@ -73,6 +73,27 @@ test('livekit-client shows the connection quality Salon measures', async () => {
   }
 });
 
+test('after its signal connection drops, a client reconnects by itself and media flows again', async () => {
+  const a = await joinWithSdk('rea', 'blip-room');
+  const b = await joinWithSdk('reb', 'blip-room');
+  await waitForMediaFrom(b, 'rea');
+  await a.evaluate(() => {
+    window.lifecycle = [];
+    const { RoomEvent } = LivekitClient;
+    for (const ev of [RoomEvent.Reconnecting, RoomEvent.Reconnected, RoomEvent.Disconnected]) {
+      window.salonRoom.on(ev, () => window.lifecycle.push(ev));
+    }
+  });
+  // The network blip: the signal WebSocket closes under the client.
+  await a.evaluate(() => window.salonRoom.simulateScenario('signal-reconnect'));
+  await a.waitForFunction(() => window.lifecycle.includes('reconnected'), null, { timeout: 30000 });
+  const lifecycle = await a.evaluate(() => window.lifecycle);
+  assert.ok(lifecycle.includes('reconnecting'), JSON.stringify(lifecycle));
+  assert.ok(!lifecycle.includes('disconnected'), JSON.stringify(lifecycle));
+  await waitForMediaFrom(b, 'rea');
+  await waitForMediaFrom(a, 'reb');
+});
+
 test('a token without canPublish can watch but not publish', async () => {
   const pub = await joinWithSdk('pia', 'grant-room');
   const page = await newPage(browser);
