@@ -11,7 +11,8 @@ done
 if [ ! -d web/node_modules ]; then npm --prefix web ci --no-audit --no-fund; fi
 if [ ! -d tests/e2e/node_modules ]; then npm --prefix tests/e2e ci --no-audit --no-fund; fi
 
-echo "== web app build"
+echo "== web app: logic tests, build"
+npm --prefix web test --silent
 npm --prefix web run build
 
 echo "== cargo fmt, clippy"

@@ -1,4 +1,6 @@
-// Two people join through Salon's own web app and see and hear each other.
+// People meet through Salon's own web app, as a civil servant would: make a
+// meeting, share its link, pass the pre-join screen, and then see, hear,
+// chat, raise a hand, share a screen; a host admits or refuses guests.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -18,36 +20,74 @@ after(async () => {
   await salon?.stop();
 });
 
-async function joinViaApp(name, room) {
+const shot = (page, name) => page.screenshot({ path: path.join(artifactsDir(), name) });
+
+/// Makes a meeting from the home page; returns the page (now on the
+/// pre-join screen) and the meeting's room name.
+async function createMeeting({ waitingRoom }) {
   const page = await newPage(browser);
+  await page.setViewportSize({ width: 1280, height: 800 });
   await page.goto(salon.httpUrl + '/');
-  await page.getByLabel('Votre nom').fill(name);
-  await page.getByLabel('Nom de la réunion').fill(room);
-  await page.getByRole('button', { name: 'Rejoindre' }).click();
-  await page.waitForFunction(() => window.salonRoom?.state === 'connected', null, { timeout: 20000 });
-  const identity = await page.evaluate(() => window.salonRoom.localParticipant.identity);
-  return { page, identity };
+  const box = page.getByLabel('Salle d’attente : j’admets les invités');
+  if (!waitingRoom) await box.uncheck();
+  await page.getByRole('button', { name: 'Créer la réunion' }).click();
+  await page.getByLabel('Votre nom').waitFor();
+  const room = new URL(page.url()).searchParams.get('room');
+  assert.match(room, /^[a-z]{3}-[a-z]{4}-[a-z]{3}$/);
+  return { page, room };
 }
 
-test('two participants in the web app decode each other\'s video and receive audio', async () => {
-  const alice = await joinViaApp('Alice', 'conseil');
-  const bob = await joinViaApp('Bob', 'conseil');
+/// Opens the guest link of `room`; the page is on the pre-join screen.
+async function openLink(room) {
+  const page = await newPage(browser);
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.goto(`${salon.httpUrl}/?room=${room}`);
+  await page.getByLabel('Votre nom').waitFor();
+  return page;
+}
 
-  const atBob = await waitForMediaFrom(bob.page, alice.identity);
-  const atAlice = await waitForMediaFrom(alice.page, bob.identity);
+/// Fills the name on the pre-join screen and joins; returns the identity.
+async function joinAs(page, name, { waiting = false } = {}) {
+  await page.getByLabel('Votre nom').fill(name);
+  await page.getByRole('button', { name: 'Rejoindre' }).click();
+  await page.waitForFunction(() => window.salonRoom?.state === 'connected', null, { timeout: 20000 });
+  if (waiting) await page.getByRole('heading', { name: 'Salle d’attente' }).waitFor();
+  else await page.getByRole('button', { name: 'Quitter' }).waitFor();
+  return page.evaluate(() => window.salonRoom.localParticipant.identity);
+}
+
+/// Frames a video element in `selector` shows over 2 s.
+async function framesPlayed(page, selector) {
+  return page.evaluate(async (sel) => {
+    const v = document.querySelector(sel);
+    if (!v) return -1;
+    const before = v.getVideoPlaybackQuality().totalVideoFrames;
+    await new Promise((r) => setTimeout(r, 2000));
+    return v.getVideoPlaybackQuality().totalVideoFrames - before;
+  }, selector);
+}
+
+test('two people meet through the app: media, mute, chat, hand, screen share', async () => {
+  const { page: alice, room } = await createMeeting({ waitingRoom: false });
+  // The pre-join screen shows the camera preview.
+  await alice.locator('video.preview').waitFor();
+  await alice.waitForFunction(() => document.querySelector('video.preview')?.videoWidth > 0, null, { timeout: 10000 });
+  await shot(alice, 'webapp-prejoin.png');
+  const aliceId = await joinAs(alice, 'Alice');
+  const bob = await openLink(room);
+  const bobId = await joinAs(bob, 'Bob');
+
+  const atBob = await waitForMediaFrom(bob, aliceId);
+  const atAlice = await waitForMediaFrom(alice, bobId);
   assert.ok(atBob.framesDecoded > 0 && atAlice.framesDecoded > 0);
-
-  // Names show on the tiles, in French by default.
-  await bob.page.getByText('Alice', { exact: false }).first().waitFor();
-  await alice.page.getByText('Bob', { exact: false }).first().waitFor();
-  assert.equal(await alice.page.getAttribute('html', 'lang'), 'fr');
-  await alice.page.screenshot({ path: path.join(artifactsDir(), 'webapp-meeting.png') });
+  await bob.locator(`figure[data-identity="${aliceId}"] figcaption`, { hasText: 'Alice' }).waitFor();
+  assert.equal(await alice.getAttribute('html', 'lang'), 'fr');
 
   // The media went through Salon: every connected candidate pair of each
   // browser ends at a UDP port that the salon process holds.
   const salonPorts = salon.udpPorts();
-  for (const who of [alice, bob]) {
-    const remotes = await who.page.evaluate(async () => {
+  for (const page of [alice, bob]) {
+    const remotes = await page.evaluate(async () => {
       const m = window.salonRoom.engine.pcManager;
       const out = [];
       for (const t of [m.publisher, m.subscriber]) {
@@ -68,33 +108,102 @@ test('two participants in the web app decode each other\'s video and receive aud
     }
   }
 
-  // Muting the microphone shows on the other side; so does turning the camera off.
-  await alice.page.getByRole('button', { name: 'Couper le micro' }).click();
-  await bob.page.locator(`figure[data-identity="${alice.identity}"] .muted`).waitFor({ timeout: 10000 });
-  await alice.page.getByRole('button', { name: 'Couper la caméra' }).click();
-  await bob.page.locator(`figure[data-identity="${alice.identity}"] .avatar`).waitFor({ timeout: 10000 });
-  await alice.page.getByRole('button', { name: 'Activer la caméra' }).click();
-  await bob.page.locator(`figure[data-identity="${alice.identity}"] video`).waitFor({ timeout: 10000 });
-  // Bob's video of Alice plays, not just decodes: its frames advance.
-  const played = await bob.page.evaluate(async (id) => {
-    const v = document.querySelector(`figure[data-identity="${id}"] video`);
-    const before = v.getVideoPlaybackQuality().totalVideoFrames;
-    await new Promise((r) => setTimeout(r, 2000));
-    return v.getVideoPlaybackQuality().totalVideoFrames - before;
-  }, alice.identity);
-  assert.ok(played > 10, `video element advanced ${played} frames`);
-  await bob.page.setViewportSize({ width: 390, height: 844 });
-  await bob.page.screenshot({ path: path.join(artifactsDir(), 'webapp-meeting-phone.png') });
+  // Mute and camera off show on the other side; the camera comes back.
+  const aliceTile = `figure[data-identity="${aliceId}"][data-source="camera"]`;
+  await alice.getByRole('button', { name: 'Couper le micro' }).click();
+  await bob.locator(`${aliceTile} .muted`).waitFor({ timeout: 10000 });
+  await alice.getByRole('button', { name: 'Couper la caméra' }).click();
+  await bob.locator(`${aliceTile} .avatar`).waitFor({ timeout: 10000 });
+  await alice.getByRole('button', { name: 'Activer la caméra' }).click();
+  await bob.locator(`${aliceTile} video`).waitFor({ timeout: 10000 });
+  assert.ok((await framesPlayed(bob, `${aliceTile} video`)) > 10, 'Alice’s video plays at Bob’s');
 
-  // Leaving shows the join form again, and the other side sees them go.
-  await alice.page.getByRole('button', { name: 'Quitter' }).click();
-  await alice.page.getByRole('button', { name: 'Rejoindre' }).waitFor();
-  await bob.page.waitForFunction(() => window.salonRoom.remoteParticipants.size === 0, null, { timeout: 15000 });
+  // Chat: Bob writes, Alice sees an unread count, opens the chat, reads it.
+  await bob.getByRole('button', { name: 'Discussion' }).click();
+  await bob.getByLabel('Message').fill('Bonjour Alice, on commence ?');
+  await bob.getByRole('button', { name: 'Envoyer' }).click();
+  await alice.locator('#chat .count', { hasText: '1' }).waitFor({ timeout: 10000 });
+  await alice.getByRole('button', { name: 'Discussion' }).click();
+  await alice.getByRole('log').getByText('Bonjour Alice, on commence ?').waitFor();
+  await alice.getByRole('log').getByText('Bob').waitFor();
+
+  // A raised hand shows on the tile and in the participant list.
+  await alice.getByRole('button', { name: 'Lever la main' }).click();
+  await bob.locator(`${aliceTile} .hand`).waitFor({ timeout: 10000 });
+  await bob.getByRole('button', { name: 'Participants' }).click();
+  await bob.locator(`.people li[data-identity="${aliceId}"] .hand`).waitFor();
+  await alice.getByRole('button', { name: 'Baisser la main' }).click();
+  await bob.locator(`${aliceTile} .hand`).waitFor({ state: 'detached', timeout: 10000 });
+
+  // Bob shares his screen: Alice gets it large, and it plays.
+  await bob.getByRole('button', { name: 'Partager l’écran' }).click();
+  const screen = `figure[data-identity="${bobId}"][data-source="screen"]`;
+  await alice.locator(`${screen}.featured video`).waitFor({ timeout: 15000 });
+  assert.ok((await framesPlayed(alice, `${screen} video`)) > 5, 'the shared screen plays');
+  await shot(alice, 'webapp-meeting.png');
+  await alice.setViewportSize({ width: 390, height: 844 });
+  await alice.locator(`${screen}.featured video`).waitFor();
+  await shot(alice, 'webapp-meeting-phone-chat.png');
+  await alice.getByRole('button', { name: 'Discussion' }).click();
+  await shot(alice, 'webapp-meeting-phone.png');
+  await bob.getByRole('button', { name: 'Arrêter le partage' }).click();
+  await alice.locator(screen).waitFor({ state: 'detached', timeout: 10000 });
+
+  // Leaving says so, and the other side sees them go.
+  await alice.getByRole('button', { name: 'Quitter' }).click();
+  await alice.getByText('Vous avez quitté la réunion.').waitFor();
+  await bob.waitForFunction(() => window.salonRoom.remoteParticipants.size === 0, null, { timeout: 15000 });
+});
+
+test('a host admits one guest from the waiting room and refuses another', async () => {
+  const { page: host, room } = await createMeeting({ waitingRoom: true });
+  await host.getByText('Vous êtes l’hôte de cette réunion.').waitFor();
+  const hostId = await joinAs(host, 'Hélène');
+
+  const guest = await openLink(room);
+  const guestId = await joinAs(guest, 'Gaston', { waiting: true });
+  await shot(guest, 'webapp-waiting.png');
+  // The host is told, and admits from the participant list.
+  await host.getByText('Gaston attend dans la salle d’attente.').first().waitFor({ timeout: 10000 });
+  await host.getByRole('button', { name: 'Participants' }).click();
+  await host.getByRole('button', { name: 'Admettre Gaston' }).click();
+  await guest.getByRole('button', { name: 'Quitter' }).waitFor({ timeout: 15000 });
+  await waitForMediaFrom(guest, hostId);
+  await waitForMediaFrom(host, guestId);
+
+  // The host mutes Gaston's microphone, through the server.
+  await host.getByRole('button', { name: 'Couper le micro de Gaston' }).click();
+  await guest.waitForFunction(
+    () => window.salonRoom.localParticipant.getTrackPublication('microphone')?.isMuted === true,
+    null,
+    { timeout: 10000 },
+  );
+
+  // A second guest is refused, having received no media.
+  const intruder = await openLink(room);
+  await joinAs(intruder, 'Intrus', { waiting: true });
+  const received = await intruder.evaluate(async () => {
+    const stats = await window.salonRoom.engine.pcManager.subscriber.getStats();
+    let n = 0;
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp') n += s.packetsReceived ?? 0;
+    });
+    return n;
+  });
+  assert.equal(received, 0);
+  await host.getByRole('button', { name: 'Refuser Intrus' }).click();
+  await intruder.getByText('L’hôte n’a pas accepté votre demande, ou vous a retiré·e de la réunion.').waitFor({ timeout: 10000 });
+  assert.ok(!(await host.evaluate(() => [...window.salonRoom.remoteParticipants.values()].some((p) => p.name === 'Intrus'))));
 });
 
 test('the web app switches to English', async () => {
   const page = await newPage(browser);
   await page.goto(salon.httpUrl + '/?lang=en');
+  await page.getByRole('button', { name: 'Create meeting' }).waitFor();
+  await page.getByLabel('Meeting name').fill('standup');
+  await page.getByRole('button', { name: 'Continue' }).click();
   await page.getByLabel('Your name').waitFor();
-  await page.getByRole('button', { name: 'Join' }).waitFor();
+  await page.getByRole('button', { name: 'Join', exact: true }).waitFor();
+  await page.getByRole('button', { name: 'Passer en français' }).click();
+  await page.getByLabel('Votre nom').waitFor();
 });
