@@ -135,6 +135,28 @@ test('two people meet through the app: media, mute, chat, hand, screen share', a
   await alice.getByRole('button', { name: 'Baisser la main' }).click();
   await bob.locator(`${aliceTile} .hand`).waitFor({ state: 'detached', timeout: 10000 });
 
+  // Pinning Bob puts him large; unpinning goes back to the grid.
+  await alice.getByRole('button', { name: 'Épingler Bob' }).click();
+  await alice.locator(`.stage.speaker figure[data-identity="${bobId}"].featured`).waitFor();
+  await alice.getByRole('button', { name: 'Désépingler Bob' }).click();
+  await alice.locator('.stage.grid').waitFor();
+
+  // A network blip: the app says it is reconnecting, then carries on.
+  await bob.evaluate(() => {
+    window.bannerSeen = false;
+    const banner = document.querySelector('.banner');
+    new MutationObserver(() => {
+      if (!banner.hidden) window.bannerSeen = true;
+    }).observe(banner, { attributes: true });
+    window.reconnected = false;
+    window.salonRoom.once('reconnected', () => (window.reconnected = true));
+    return window.salonRoom.simulateScenario('signal-reconnect');
+  });
+  await bob.waitForFunction(() => window.reconnected, null, { timeout: 30000 });
+  assert.ok(await bob.evaluate(() => window.bannerSeen), 'the reconnecting banner showed');
+  await bob.locator('.banner').waitFor({ state: 'hidden' });
+  await waitForMediaFrom(bob, aliceId);
+
   // Bob shares his screen: Alice gets it large, and it plays.
   await bob.getByRole('button', { name: 'Partager l’écran' }).click();
   const screen = `figure[data-identity="${bobId}"][data-source="screen"]`;
