@@ -190,6 +190,9 @@ async fn session(
         tokio::time::Instant::now() + Duration::from_secs(1),
         TOKEN_REFRESH_INTERVAL,
     );
+    // livekit-client takes the first message to be the JoinResponse: no
+    // refresh goes out before it, however long the join takes.
+    let mut joined = false;
     let close_reason: &str = loop {
         tokio::select! {
             incoming = socket.recv() => {
@@ -229,6 +232,7 @@ async fn session(
                     refresh.reset_immediately();
                 }
                 let is_leave = matches!(response.message, Some(lk::signal_response::Message::Leave(_)));
+                joined |= matches!(response.message, Some(lk::signal_response::Message::Join(_)));
                 if let Some(m) = encode(wire, &response)
                     && socket.send(m).await.is_err()
                 {
@@ -238,7 +242,7 @@ async fn session(
                     break "server sent leave";
                 }
             }
-            _ = refresh.tick() => {
+            _ = refresh.tick(), if joined => {
                 match auth::refresh_token(&state.keys, &claims) {
                     Ok(token) => {
                         let msg = lk::SignalResponse {

@@ -71,6 +71,8 @@ test('livekit-client shows the connection quality Salon measures', async () => {
       { timeout: 20000 },
     );
   }
+  // Pages that keep publishing would load the machine for the tests after.
+  for (const page of [a, b]) await page.context().close();
 });
 
 test('after its signal connection drops, a client reconnects by itself and media flows again', async () => {
@@ -92,6 +94,7 @@ test('after its signal connection drops, a client reconnects by itself and media
   assert.ok(!lifecycle.includes('disconnected'), JSON.stringify(lifecycle));
   await waitForMediaFrom(b, 'rea');
   await waitForMediaFrom(a, 'reb');
+  for (const page of [a, b]) await page.context().close();
 });
 
 test('a token without canPublish can watch but not publish', async () => {
