@@ -17,6 +17,9 @@ pub(crate) const LOSSY_LABEL: &str = "_lossy";
 /// a meeting (a chat line sent as someone joins) must not be lost to the
 /// handshake.
 const MAX_EARLY_PACKETS: usize = 256;
+/// And at most this many bytes of them: a client that never opens the
+/// channels (it refused the data section) must not hold much.
+const MAX_EARLY_BYTES: usize = 1024 * 1024;
 
 /// Bytes a channel may hold unsent before further packets to that client
 /// are dropped: a client that stops reading must not grow the server's
@@ -38,6 +41,7 @@ pub(crate) struct DataOut {
     reliable: RTCDataChannelId,
     lossy: RTCDataChannelId,
     early: VecDeque<(Kind, BytesMut)>,
+    early_bytes: usize,
 }
 
 impl DataOut {
@@ -59,6 +63,7 @@ impl DataOut {
             reliable,
             lossy,
             early: VecDeque::new(),
+            early_bytes: 0,
         })
     }
 
@@ -84,7 +89,10 @@ impl DataOut {
         match dc.ready_state() {
             RTCDataChannelState::Open => {}
             RTCDataChannelState::Connecting => {
-                if self.early.len() < MAX_EARLY_PACKETS {
+                if self.early.len() < MAX_EARLY_PACKETS
+                    && self.early_bytes + payload.len() <= MAX_EARLY_BYTES
+                {
+                    self.early_bytes += payload.len();
                     self.early.push_back((kind, BytesMut::from(payload)));
                 } else {
                     tracing::debug!("data channel not open yet and its queue is full; dropped");
@@ -105,6 +113,7 @@ impl DataOut {
     /// A channel opened: what waited for it goes out.
     pub(crate) fn opened(&mut self, pc: &mut RTCPeerConnection, now: Instant) {
         let waiting = std::mem::take(&mut self.early);
+        self.early_bytes = 0;
         for (kind, payload) in waiting {
             self.send(pc, now, kind, &payload);
         }
