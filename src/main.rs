@@ -1,11 +1,11 @@
 //! `salon`: one binary, one subcommand per role.
 
+mod fleet;
+
 use clap::{Parser, Subcommand};
-use salon_sfu::{Node, NodeConfig};
 use salon_signaling::auth::{self, KeyStore, TokenSpec, VideoGrant};
-use salon_signaling::{SignalingConfig, app};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,7 +25,13 @@ struct Cli {
 enum Command {
     /// Everything in one process on this machine: signaling, one SFU node,
     /// in-memory state, the web app, dev key `devkey`/`secret`, bound to 127.0.0.1.
-    Dev(DevArgs),
+    Dev(fleet::DevArgs),
+    /// A signaling replica of a fleet: the HTTP API, the signal endpoint
+    /// (relayed to the node hosting each room) and the web app.
+    Signaling(fleet::SignalingArgs),
+    /// A media node of a fleet: registers in Redis and hosts the rooms
+    /// placed on it. SIGTERM drains it; a second signal stops it at once.
+    Sfu(fleet::SfuArgs),
     /// Load a server with real WebRTC participants and measure it.
     LoadTest(Box<salon_loadtest::LoadTestArgs>),
     /// Token tools.
@@ -36,30 +42,7 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-struct DevArgs {
-    /// HTTP/WebSocket port (LiveKit's default is 7880).
-    #[arg(long, default_value_t = 7880)]
-    port: u16,
-    /// Directory of the built web app.
-    #[arg(long, default_value = "web/dist")]
-    web_dir: PathBuf,
-    /// Turn off the open guest mode in which anyone who opens the page can
-    /// get a join token for any room.
-    #[arg(long)]
-    no_guest_tokens: bool,
-    /// UDP port of the first media worker (the others use the next ports);
-    /// 0 picks free ports.
-    #[arg(long, default_value_t = 0)]
-    rtc_port: u16,
-    /// Media worker threads, each with one UDP port; 0 means one per core.
-    #[arg(long, default_value_t = 0)]
-    media_workers: usize,
-    #[command(flatten)]
-    keys: KeyArgs,
-}
-
-#[derive(clap::Args)]
-struct KeyArgs {
+pub(crate) struct KeyArgs {
     /// API keys as `key: secret` pairs, comma- or newline-separated (LiveKit's format).
     #[arg(long, env = "LIVEKIT_KEYS", hide_env_values = true)]
     keys: Option<String>,
@@ -99,7 +82,7 @@ enum TokenCommand {
 
 /// Keys from flags, env and key file; `devkey: secret` when none are given
 /// (dev mode only).
-fn load_keys(args: &KeyArgs) -> Result<HashMap<String, String>, String> {
+pub(crate) fn load_keys(args: &KeyArgs) -> Result<HashMap<String, String>, String> {
     let mut keys = HashMap::new();
     if let Some(text) = &args.keys {
         keys.extend(KeyStore::parse(text)?);
@@ -124,21 +107,26 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Token { command } => token(command),
         Command::LoadTest(args) => load_test(*args),
-        Command::Dev(args) => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(dev(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("salon dev: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Dev(args) => serve("salon dev", fleet::dev(args)),
+        Command::Signaling(args) => serve("salon signaling", fleet::signaling(args)),
+        Command::Sfu(args) => serve("salon sfu", fleet::sfu(args)),
+    }
+}
+
+/// Runs a server role to its end on a multi-threaded runtime.
+fn serve(role: &str, server: impl Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{role}: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -209,53 +197,4 @@ fn token(command: TokenCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn dev(args: DevArgs) -> Result<(), String> {
-    // Dev mode never listens beyond this machine.
-    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut keys = load_keys(&args.keys)?;
-    if keys.is_empty() {
-        keys.insert("devkey".to_owned(), "secret".to_owned());
-    }
-    let guest_key = if args.no_guest_tokens {
-        None
-    } else {
-        let mut names: Vec<&String> = keys.keys().collect();
-        names.sort();
-        names.first().map(|k| (*k).clone())
-    };
-    let web_dir = if args.web_dir.join("index.html").is_file() {
-        Some(args.web_dir.clone())
-    } else {
-        tracing::warn!(dir = %args.web_dir.display(), "web app not built; run `npm --prefix web run build` to serve it");
-        None
-    };
-    let node = Node::start(NodeConfig {
-        rtc_bind_ip: ip,
-        rtc_port: args.rtc_port,
-        media_workers: args.media_workers,
-    })
-    .map_err(|e| e.to_string())?;
-    let router = app(
-        SignalingConfig {
-            keys: KeyStore::new(keys),
-            guest_key,
-            web_dir,
-        },
-        node,
-    );
-    let addr = SocketAddr::new(ip, args.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("Salon is running. Open http://{bound}/ in your browser.");
-    println!("LiveKit URL: ws://{bound}  API key: devkey  API secret: secret");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| e.to_string())
 }

@@ -11,7 +11,7 @@ mod ledger;
 mod livekit;
 mod media;
 mod peer;
-mod procstat;
+use salon_common::procstat;
 mod report;
 
 pub use ledger::{Figures, Kind, SubscriberFigures};

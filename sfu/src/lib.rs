@@ -10,6 +10,7 @@ pub mod negotiation;
 mod node;
 mod participant;
 pub mod quality;
+mod registry;
 pub mod rewriter;
 pub mod room;
 mod room_task;
@@ -17,8 +18,9 @@ pub mod sdp;
 pub mod speakers;
 mod worker;
 
-pub use node::{JoinParams, Node, NodeConfig, NodeError, Session};
+pub use node::{JoinParams, Node, NodeConfig, NodeError, Placement, Session};
 pub use participant::setting_engine_builder;
+pub use registry::{Registration, run_registry};
 pub use room::{Grants, RoomConfig, RoomError};
 pub use room_task::RoomSnapshot;
 pub use worker::WorkerError;

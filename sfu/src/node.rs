@@ -7,10 +7,12 @@ use crate::room_task::{self, RoomEvent, RoomSnapshot};
 use crate::worker::{WorkerError, WorkerHandle, Workers};
 use livekit_protocol as lk;
 use salon_common::{ParticipantIdentity, ParticipantSid, RoomName, TrackSid, new_sid};
+use salon_store::{NodeId, NodeLoad, Store, StoreError};
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Errors of node calls, as the signaling service maps them to clients.
@@ -22,6 +24,21 @@ pub enum NodeError {
     Room(#[from] RoomError),
     #[error("the room closed while the call was in progress")]
     RoomClosed,
+    #[error("this node is draining and takes no new room")]
+    Draining,
+    #[error("the room is placed on another node ({0})")]
+    PlacedElsewhere(NodeId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How a node takes part in a fleet: it hosts a new room only once it holds
+/// the room's lease in the shared store, so two nodes never host one room.
+#[derive(Clone)]
+pub struct Placement {
+    pub store: Arc<dyn Store>,
+    pub node: NodeId,
+    pub lease: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -79,6 +96,8 @@ type Rooms = HashMap<RoomName, RoomEntry>;
 struct Inner {
     workers: Workers,
     rooms: Mutex<Rooms>,
+    placement: OnceLock<Placement>,
+    draining: AtomicBool,
 }
 
 impl Inner {
@@ -96,8 +115,78 @@ impl Node {
             inner: Arc::new(Inner {
                 workers,
                 rooms: Mutex::new(HashMap::new()),
+                placement: OnceLock::new(),
+                draining: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Makes this node take rooms only under a lease from `placement`'s
+    /// store. Set once, before the node serves; later calls are ignored.
+    pub fn join_fleet(&self, placement: Placement) {
+        let _ = self.inner.placement.set(placement);
+    }
+
+    /// Stops taking new rooms; the rooms here go on.
+    pub fn drain(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
+    /// The rooms open here now.
+    pub fn room_names(&self) -> Vec<RoomName> {
+        self.rooms()
+            .iter()
+            .filter(|(_, r)| !r.tx.is_closed())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The media workers' UDP addresses.
+    pub fn media_addrs(&self) -> &[SocketAddr] {
+        self.inner.workers.addrs()
+    }
+
+    /// Datagrams sent by the media workers since the node started.
+    pub fn datagrams_sent(&self) -> u64 {
+        self.inner.workers.datagrams_sent()
+    }
+
+    /// Rooms, participants and published tracks here now (the parts of the
+    /// load that the node's rooms know).
+    pub async fn load(&self) -> NodeLoad {
+        let rooms: Vec<_> = self.rooms().values().map(|r| r.tx.clone()).collect();
+        let mut load = NodeLoad::default();
+        for room in rooms {
+            if let Ok(s) = snapshot(&room).await {
+                load.rooms += 1;
+                load.participants += u32::try_from(s.participants.len()).unwrap_or(u32::MAX);
+                let tracks: usize = s.participants.iter().map(|p| p.tracks.len()).sum();
+                load.tracks += u32::try_from(tracks).unwrap_or(u32::MAX);
+            }
+        }
+        load
+    }
+
+    /// Checks that a room not open here may be opened: the node is not
+    /// draining and, in a fleet, holds the room's lease.
+    async fn may_open(&self, room: &RoomName) -> Result<(), NodeError> {
+        if self.room(room).is_some() {
+            return Ok(());
+        }
+        if self.is_draining() {
+            return Err(NodeError::Draining);
+        }
+        if let Some(p) = self.inner.placement.get() {
+            let holder = p.store.claim_room(room, &p.node, None, p.lease).await?;
+            if holder != p.node {
+                return Err(NodeError::PlacedElsewhere(holder));
+            }
+        }
+        Ok(())
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
@@ -157,6 +246,7 @@ impl Node {
             client_protocol: params.client_protocol,
             joined_at_ms: salon_common::unix_millis(),
         };
+        self.may_open(&params.room).await?;
         // A room that closes between lookup and join is created afresh, once.
         for _ in 0..2 {
             let RoomEntry { tx: room, worker } =
@@ -199,6 +289,7 @@ impl Node {
         name: RoomName,
         config: RoomConfig,
     ) -> Result<lk::Room, NodeError> {
+        self.may_open(&name).await?;
         let room = self.room_or_create(&name, config).tx;
         Ok(snapshot(&room).await?.room)
     }

@@ -153,6 +153,11 @@ impl KeyStore {
         self.keys.get(key).map(String::as_str)
     }
 
+    /// The API keys' names (never their secrets).
+    pub fn names(&self) -> Vec<String> {
+        self.keys.keys().cloned().collect()
+    }
+
     /// Parses LiveKit's key list format: `key: secret` pairs separated by
     /// newlines or commas (the `LIVEKIT_KEYS` variable and key files).
     pub fn parse(text: &str) -> Result<HashMap<String, String>, String> {

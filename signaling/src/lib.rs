@@ -2,9 +2,12 @@
 //! Twirp RoomService, guest tokens for the web app, and the web app itself.
 
 pub mod auth;
+mod fleet;
 pub mod meetings;
 mod rtc;
 mod twirp;
+
+pub use fleet::{Fleet, FleetConfig};
 
 use auth::{KeyStore, TokenSpec, VideoGrant};
 use axum::extract::{DefaultBodyLimit, State};
@@ -15,6 +18,7 @@ use axum::{Json, Router};
 use meetings::Role;
 use salon_common::RoomName;
 use salon_sfu::Node;
+use salon_store::Store;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,12 +36,35 @@ pub struct SignalingConfig {
     pub web_dir: Option<PathBuf>,
 }
 
+/// Where rooms live, as this service sees them.
+#[derive(Clone)]
+pub enum Backend {
+    /// On a node in this process: `salon sfu`'s own endpoints, and tests.
+    Local(Node),
+    /// On the fleet's nodes, placed through the shared store; signal
+    /// traffic and admin calls are relayed to the node hosting the room.
+    Fleet(Arc<Fleet>),
+}
+
 #[derive(Clone)]
 pub struct AppState {
     keys: Arc<KeyStore>,
     guest_key: Option<Arc<String>>,
-    meetings: Arc<meetings::Meetings>,
-    node: Node,
+    meetings: meetings::Meetings,
+    backend: Backend,
+    /// Turns true when the service stops: relayed connections then ask
+    /// their clients to reconnect (through another replica).
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Completes when the service stops; never if it is not told to.
+    async fn stopping(&self) {
+        let mut rx = self.shutdown.clone();
+        if rx.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Room names are shown and used in URLs: keep them short and printable.
@@ -54,13 +81,26 @@ pub(crate) fn validate_room_name(name: &str) -> Result<RoomName, &'static str> {
     Ok(RoomName::new(name))
 }
 
-/// The whole HTTP surface, as one router that tests can call without a server.
-pub fn app(config: SignalingConfig, node: Node) -> Router {
+/// The whole HTTP surface, as one router that tests can call without a
+/// server. `store` keeps the web app's meetings.
+pub fn app(config: SignalingConfig, backend: Backend, store: Arc<dyn Store>) -> Router {
+    app_with_shutdown(config, backend, store, tokio::sync::watch::channel(false).1)
+}
+
+/// [`app`], whose relayed connections end with a reconnect hint when
+/// `shutdown` turns true.
+pub fn app_with_shutdown(
+    config: SignalingConfig,
+    backend: Backend,
+    store: Arc<dyn Store>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Router {
     let state = AppState {
         keys: Arc::new(config.keys),
         guest_key: config.guest_key.map(Arc::new),
-        meetings: Arc::default(),
-        node,
+        meetings: meetings::Meetings::new(store),
+        backend,
+        shutdown,
     };
     let mut router = Router::new()
         .route("/rtc", get(rtc::connect))
@@ -159,10 +199,7 @@ async fn create_meeting(
     if let Err(refused) = guest_signing_key(&state) {
         return refused.into_response();
     }
-    match state
-        .meetings
-        .create(req.waiting_room, std::time::Instant::now())
-    {
+    match state.meetings.create(req.waiting_room).await {
         Ok(m) => Json(CreateMeetingResponse {
             room: m.room.to_string(),
             host_key: m.host_key,
@@ -199,9 +236,13 @@ async fn guest_token(
         )
             .into_response();
     }
-    let role = state
-        .meetings
-        .role(&room, req.host_key.as_deref(), std::time::Instant::now());
+    let role = match state.meetings.role(&room, req.host_key.as_deref()).await {
+        Ok(role) => role,
+        Err(err) => {
+            tracing::warn!(%err, "meeting lookup failed");
+            return (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response();
+        }
+    };
     let (identity, role_name, waiting) = match role {
         Role::Host => (salon_common::new_sid("host-"), "host", false),
         Role::Guest { waiting } => (salon_common::new_sid("guest-"), "guest", waiting),

@@ -3,27 +3,17 @@
 //! The tokens the web app gets follow from this record, so the waiting room
 //! is enforced by the grants the server signs, not by the page.
 //!
-//! Kept in memory: a signaling replica's meetings are its own until the
-//! shared store (Redis, the fleet issue) holds them.
+//! Kept in the shared store, so that a meeting made through one signaling
+//! replica is known to all of them.
 
 use rand::Rng;
 use salon_common::RoomName;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use salon_store::{MeetingRecord, Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// How long a meeting link stays valid after it was made.
 const MEETING_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// Most meetings held at once: creating them is open to anyone the guest
-/// mode serves, so memory must stay bounded.
-const MAX_MEETINGS: usize = 100_000;
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum MeetingError {
-    #[error("too many meetings on this server; try again later")]
-    Full,
-}
 
 /// Who a token is for in a meeting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,12 +24,6 @@ pub enum Role {
     Guest { waiting: bool },
 }
 
-struct Meeting {
-    host_key: String,
-    waiting_room: bool,
-    created: Instant,
-}
-
 /// What the server made for a new meeting.
 #[derive(Debug)]
 pub struct NewMeeting {
@@ -47,59 +31,48 @@ pub struct NewMeeting {
     pub host_key: String,
 }
 
-#[derive(Default)]
+#[derive(Clone)]
 pub struct Meetings {
-    inner: Mutex<HashMap<RoomName, Meeting>>,
+    store: Arc<dyn Store>,
 }
 
 impl Meetings {
-    pub fn create(&self, waiting_room: bool, now: Instant) -> Result<NewMeeting, MeetingError> {
-        let mut meetings = self.lock();
-        meetings.retain(|_, m| now.duration_since(m.created) < MEETING_LIFETIME);
-        if meetings.len() >= MAX_MEETINGS {
-            return Err(MeetingError::Full);
-        }
-        let room = loop {
-            let name = RoomName::new(meeting_name());
-            if !meetings.contains_key(&name) {
-                break name;
-            }
-        };
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    pub async fn create(&self, waiting_room: bool) -> Result<NewMeeting, StoreError> {
         let host_key = random_key();
-        meetings.insert(
-            room.clone(),
-            Meeting {
-                host_key: host_key.clone(),
-                waiting_room,
-                created: now,
-            },
-        );
-        Ok(NewMeeting { room, host_key })
+        let record = MeetingRecord {
+            host_key: host_key.clone(),
+            waiting_room,
+        };
+        // 26^10 names: a clash is rare, and two in a row rarer still.
+        for _ in 0..4 {
+            let room = RoomName::new(meeting_name());
+            if self
+                .store
+                .create_meeting(&room, &record, MEETING_LIFETIME)
+                .await?
+            {
+                return Ok(NewMeeting { room, host_key });
+            }
+        }
+        Err(StoreError::Full)
     }
 
     /// The role of whoever asks for a token to `room`, holding `host_key`
     /// or not. A room no meeting was made for is an open room: no waiting.
-    pub fn role(&self, room: &RoomName, host_key: Option<&str>, now: Instant) -> Role {
-        let meetings = self.lock();
-        let Some(meeting) = meetings
-            .get(room)
-            .filter(|m| now.duration_since(m.created) < MEETING_LIFETIME)
-        else {
-            return Role::Guest { waiting: false };
+    pub async fn role(&self, room: &RoomName, host_key: Option<&str>) -> Result<Role, StoreError> {
+        let Some(meeting) = self.store.meeting(room).await? else {
+            return Ok(Role::Guest { waiting: false });
         };
-        match host_key {
+        Ok(match host_key {
             Some(key) if same_secret(key.as_bytes(), meeting.host_key.as_bytes()) => Role::Host,
             _ => Role::Guest {
                 waiting: meeting.waiting_room,
             },
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, Meeting>> {
-        // A panic while holding the lock leaves the map itself consistent.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
     }
 }
 
@@ -129,58 +102,51 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use salon_store::MemoryStore;
 
-    #[test]
-    fn the_host_key_makes_a_host_and_anyone_else_waits() {
-        let meetings = Meetings::default();
-        let now = Instant::now();
-        let m = meetings.create(true, now).expect("created");
-        assert_eq!(meetings.role(&m.room, Some(&m.host_key), now), Role::Host);
-        assert_eq!(
-            meetings.role(&m.room, None, now),
-            Role::Guest { waiting: true }
-        );
-        assert_eq!(
-            meetings.role(&m.room, Some("00000000000000000000000000000000"), now),
-            Role::Guest { waiting: true }
-        );
-        assert_eq!(
-            meetings.role(&m.room, Some(""), now),
-            Role::Guest { waiting: true }
-        );
+    fn meetings() -> Meetings {
+        Meetings::new(Arc::new(MemoryStore::new()))
     }
 
-    #[test]
-    fn without_a_waiting_room_guests_come_straight_in() {
-        let meetings = Meetings::default();
-        let now = Instant::now();
-        let m = meetings.create(false, now).expect("created");
+    async fn role(m: &Meetings, room: &RoomName, key: Option<&str>) -> Role {
+        m.role(room, key).await.expect("store")
+    }
+
+    #[tokio::test]
+    async fn the_host_key_makes_a_host_and_anyone_else_waits() {
+        let meetings = meetings();
+        let m = meetings.create(true).await.expect("created");
         assert_eq!(
-            meetings.role(&m.room, None, now),
-            Role::Guest { waiting: false }
+            role(&meetings, &m.room, Some(&m.host_key)).await,
+            Role::Host
         );
+        let waits = Role::Guest { waiting: true };
+        assert_eq!(role(&meetings, &m.room, None).await, waits);
+        let wrong = "00000000000000000000000000000000";
+        assert_eq!(role(&meetings, &m.room, Some(wrong)).await, waits);
+        assert_eq!(role(&meetings, &m.room, Some("")).await, waits);
+    }
+
+    #[tokio::test]
+    async fn without_a_waiting_room_guests_come_straight_in() {
+        let meetings = meetings();
+        let m = meetings.create(false).await.expect("created");
+        let open = Role::Guest { waiting: false };
+        assert_eq!(role(&meetings, &m.room, None).await, open);
         // A room no meeting was made for is open.
-        assert_eq!(
-            meetings.role(&RoomName::new("conseil"), Some(&m.host_key), now),
-            Role::Guest { waiting: false }
-        );
+        let other = RoomName::new("conseil");
+        assert_eq!(role(&meetings, &other, Some(&m.host_key)).await, open);
     }
 
-    #[test]
-    fn a_host_key_is_only_good_for_its_meeting_and_its_lifetime() {
-        let meetings = Meetings::default();
-        let now = Instant::now();
-        let a = meetings.create(true, now).expect("created");
-        let b = meetings.create(true, now).expect("created");
+    #[tokio::test]
+    async fn a_host_key_is_only_good_for_its_meeting() {
+        let meetings = meetings();
+        let a = meetings.create(true).await.expect("created");
+        let b = meetings.create(true).await.expect("created");
         assert_ne!(a.room, b.room);
         assert_eq!(
-            meetings.role(&b.room, Some(&a.host_key), now),
+            role(&meetings, &b.room, Some(&a.host_key)).await,
             Role::Guest { waiting: true }
-        );
-        let later = now + MEETING_LIFETIME;
-        assert_eq!(
-            meetings.role(&a.room, Some(&a.host_key), later),
-            Role::Guest { waiting: false }
         );
     }
 

@@ -1,16 +1,17 @@
 //! The LiveKit signal endpoint: `GET /rtc` upgraded to a WebSocket carrying
 //! `SignalRequest`/`SignalResponse` protobufs, and `GET /rtc/validate`.
 
-use crate::AppState;
 use crate::auth::{self, AuthError, Claims};
+use crate::fleet::{FleetError, NodeSocket};
+use crate::{AppState, Backend, Fleet};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use livekit_protocol as lk;
 use prost::Message as _;
 use salon_common::{ParticipantIdentity, RoomName};
-use salon_sfu::{Grants, JoinParams};
+use salon_sfu::{Grants, JoinParams, Node};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -68,6 +69,7 @@ pub(crate) async fn validate(
 pub(crate) async fn connect(
     State(state): State<AppState>,
     Query(params): Query<RtcParams>,
+    RawQuery(query): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
     // Refuse before upgrading, so a bad token never gets a WebSocket.
@@ -88,10 +90,50 @@ pub(crate) async fn connect(
             .and_then(|p| p.parse().ok())
             .unwrap_or(0),
     };
-    ws.max_message_size(salon_common::MAX_SIGNAL_MESSAGE_BYTES)
-        .max_frame_size(salon_common::MAX_SIGNAL_MESSAGE_BYTES)
-        .on_upgrade(move |socket| session(state, socket, claims, room, client))
+    let ws = ws
+        .max_message_size(salon_common::MAX_SIGNAL_MESSAGE_BYTES)
+        .max_frame_size(salon_common::MAX_SIGNAL_MESSAGE_BYTES);
+    match state.backend.clone() {
+        Backend::Local(node) => {
+            ws.on_upgrade(move |socket| session(state, node, socket, claims, room, client))
+        }
+        Backend::Fleet(fleet) => {
+            // The node is found and connected before the client's upgrade,
+            // so that a join that cannot be placed fails with a clear error.
+            let query = query.unwrap_or_default();
+            match open_on_node(&fleet, &room, &query).await {
+                Ok(upstream) => ws.on_upgrade(move |socket| relay::run(state, socket, upstream)),
+                Err(err) => {
+                    tracing::warn!(%room, %err, "join could not be placed");
+                    (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response()
+                }
+            }
+        }
+    }
 }
+
+/// The signal connection to the node hosting `room` (placed now if needed);
+/// a node that refuses is left out and the room placed again, once.
+async fn open_on_node(
+    fleet: &Fleet,
+    room: &RoomName,
+    query: &str,
+) -> Result<NodeSocket, FleetError> {
+    let mut last = FleetError::NoNode;
+    for _ in 0..2 {
+        let node = fleet.place(room, true).await?;
+        match fleet.connect_signal(&node, query).await {
+            Ok(socket) => return Ok(socket),
+            Err(err) => {
+                fleet.mark_unreachable(&node.id);
+                last = err;
+            }
+        }
+    }
+    Err(last)
+}
+
+mod relay;
 
 /// What the client asked for in its connection's query.
 struct ClientOptions {
@@ -101,12 +143,12 @@ struct ClientOptions {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Wire {
+pub(crate) enum Wire {
     Binary,
     Json,
 }
 
-fn encode(wire: Wire, response: &lk::SignalResponse) -> Option<Message> {
+pub(crate) fn encode(wire: Wire, response: &lk::SignalResponse) -> Option<Message> {
     match wire {
         Wire::Binary => Some(Message::Binary(response.encode_to_vec().into())),
         Wire::Json => serde_json::to_string(response)
@@ -115,7 +157,10 @@ fn encode(wire: Wire, response: &lk::SignalResponse) -> Option<Message> {
     }
 }
 
-fn leave(reason: lk::DisconnectReason, action: lk::leave_request::Action) -> lk::SignalResponse {
+pub(crate) fn leave(
+    reason: lk::DisconnectReason,
+    action: lk::leave_request::Action,
+) -> lk::SignalResponse {
     lk::SignalResponse {
         message: Some(salon_sfu::leave_message(reason, action)),
     }
@@ -135,6 +180,7 @@ async fn refuse(
 
 async fn session(
     state: AppState,
+    node: Node,
     mut socket: WebSocket,
     mut claims: Claims,
     room: RoomName,
@@ -167,7 +213,7 @@ async fn session(
         auto_subscribe: client.auto_subscribe,
         client_protocol: client.client_protocol,
     };
-    let mut node_session = match state.node.join(params).await {
+    let mut node_session = match node.join(params).await {
         Ok(s) => s,
         Err(err) => {
             tracing::info!(%room, %err, "join refused");

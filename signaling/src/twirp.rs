@@ -1,8 +1,9 @@
 //! LiveKit's RoomService over Twirp: `POST /twirp/livekit.RoomService/<Method>`
 //! with protobuf or JSON bodies, answered in the same encoding.
 
-use crate::AppState;
 use crate::auth::{AuthError, Claims};
+use crate::fleet::FleetError;
+use crate::{AppState, Backend, Fleet};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use livekit_protocol as lk;
 use prost::Message;
 use salon_common::{ParticipantIdentity, RoomName, TrackSid};
-use salon_sfu::{NodeError, RoomConfig, RoomError};
+use salon_sfu::{Node, NodeError, RoomConfig, RoomError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -69,7 +70,10 @@ impl From<NodeError> for TwirpError {
                 Self::NotFound(err.to_string())
             }
             NodeError::Room(_) => Self::InvalidArgument(err.to_string()),
-            NodeError::RoomClosed => Self::Unavailable(err.to_string()),
+            NodeError::RoomClosed
+            | NodeError::Draining
+            | NodeError::PlacedElsewhere(_)
+            | NodeError::Store(_) => Self::Unavailable(err.to_string()),
         }
     }
 }
@@ -173,6 +177,63 @@ fn room_name(name: &str) -> Result<RoomName, TwirpError> {
     crate::validate_room_name(name).map_err(|e| TwirpError::InvalidArgument(e.to_owned()))
 }
 
+/// Where a call goes: to the node hosting one room, or to every node.
+enum Route {
+    Room { name: RoomName, create: bool },
+    All,
+}
+
+/// Decodes what a call needs to be checked and routed, and checks its
+/// grant, before anything runs anywhere.
+fn route(method: &str, enc: Encoding, body: &[u8], claims: &Claims) -> Result<Route, TwirpError> {
+    let room = |name: &str, create| -> Result<Route, TwirpError> {
+        Ok(Route::Room {
+            name: room_name(name)?,
+            create,
+        })
+    };
+    let admin = |name: &str| -> Result<Route, TwirpError> {
+        authorize(claims, Need::Admin { room: name })?;
+        room(name, false)
+    };
+    match method {
+        "CreateRoom" => {
+            let req: lk::CreateRoomRequest = decode(enc, body)?;
+            authorize(claims, Need::Create)?;
+            if req.metadata.len() > salon_common::MAX_METADATA_BYTES {
+                return Err(TwirpError::InvalidArgument("metadata too large".to_owned()));
+            }
+            room(&req.name, true)
+        }
+        "ListRooms" => {
+            let _: lk::ListRoomsRequest = decode(enc, body)?;
+            authorize(claims, Need::List)?;
+            Ok(Route::All)
+        }
+        "DeleteRoom" => {
+            let req: lk::DeleteRoomRequest = decode(enc, body)?;
+            authorize(claims, Need::Create)?;
+            room(&req.room, false)
+        }
+        "ListParticipants" => admin(&decode::<lk::ListParticipantsRequest>(enc, body)?.room),
+        "GetParticipant" | "RemoveParticipant" => {
+            admin(&decode::<lk::RoomParticipantIdentity>(enc, body)?.room)
+        }
+        "MutePublishedTrack" => admin(&decode::<lk::MuteRoomTrackRequest>(enc, body)?.room),
+        "UpdateParticipant" => admin(&decode::<lk::UpdateParticipantRequest>(enc, body)?.room),
+        "SendData" => {
+            let req: lk::SendDataRequest = decode(enc, body)?;
+            if req.data.len() > MAX_DATA_BYTES {
+                return Err(TwirpError::InvalidArgument("data too large".to_owned()));
+            }
+            admin(&req.room)
+        }
+        other => Err(TwirpError::BadRoute(format!(
+            "no such method: livekit.RoomService/{other}"
+        ))),
+    }
+}
+
 pub(crate) async fn room_service(
     State(state): State<AppState>,
     Path(method): Path<String>,
@@ -184,15 +245,77 @@ pub(crate) async fn room_service(
         .keys
         .verify(bearer(&headers))
         .map_err(TwirpError::Unauthenticated)?;
-    let node = &state.node;
-    match method.as_str() {
-        "CreateRoom" => {
-            let req: lk::CreateRoomRequest = decode(enc, &body)?;
-            authorize(&claims, Need::Create)?;
-            let name = room_name(&req.name)?;
-            if req.metadata.len() > salon_common::MAX_METADATA_BYTES {
-                return Err(TwirpError::InvalidArgument("metadata too large".to_owned()));
+    let route = route(&method, enc, &body, &claims)?;
+    match &state.backend {
+        Backend::Local(node) => local_call(node, &method, enc, &body).await,
+        Backend::Fleet(fleet) => fleet_call(fleet, route, &method, enc, &headers, body).await,
+    }
+}
+
+/// Relays a call to the node(s) it concerns; each checks the token again.
+async fn fleet_call(
+    fleet: &Fleet,
+    route: Route,
+    method: &str,
+    enc: Encoding,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, TwirpError> {
+    let path = format!("/twirp/livekit.RoomService/{method}");
+    match route {
+        Route::Room { name, create } => {
+            let node = fleet.place(&name, create).await?;
+            let answer = fleet.forward(&node, &path, headers, body).await;
+            if let Err(FleetError::Unreachable(id, _)) = &answer {
+                fleet.mark_unreachable(id);
             }
+            let (status, content_type, body) = answer?;
+            Ok((status, [(header::CONTENT_TYPE, content_type)], body).into_response())
+        }
+        Route::All => {
+            // Every node answers for its own rooms; a node that cannot is
+            // left out rather than failing the whole list.
+            let mut rooms = Vec::new();
+            for node in fleet.nodes().await? {
+                match fleet.forward(&node, &path, headers, body.clone()).await {
+                    Ok((StatusCode::OK, _, answer)) => {
+                        let list: lk::ListRoomsResponse = decode(enc, &answer)?;
+                        rooms.extend(list.rooms);
+                    }
+                    Ok((status, _, _)) => {
+                        tracing::warn!(node = %node.id, %status, "a node refused ListRooms")
+                    }
+                    Err(err) => tracing::warn!(%err, "a node did not answer ListRooms"),
+                }
+            }
+            rooms.sort_by(|a, b| a.name.cmp(&b.name));
+            rooms.dedup_by(|a, b| a.name == b.name);
+            Ok(encode(enc, &lk::ListRoomsResponse { rooms }))
+        }
+    }
+}
+
+impl From<FleetError> for TwirpError {
+    fn from(err: FleetError) -> Self {
+        match err {
+            FleetError::RoomNotFound => Self::NotFound(err.to_string()),
+            FleetError::NoNode | FleetError::Store(_) | FleetError::Unreachable(..) => {
+                Self::Unavailable(err.to_string())
+            }
+        }
+    }
+}
+
+/// Runs a checked call on this process's node.
+async fn local_call(
+    node: &Node,
+    method: &str,
+    enc: Encoding,
+    body: &[u8],
+) -> Result<Response, TwirpError> {
+    match method {
+        "CreateRoom" => {
+            let req: lk::CreateRoomRequest = decode(enc, body)?;
             let mut config = RoomConfig {
                 max_participants: req.max_participants,
                 metadata: req.metadata,
@@ -201,31 +324,27 @@ pub(crate) async fn room_service(
             if req.empty_timeout > 0 {
                 config.empty_timeout = Duration::from_secs(req.empty_timeout.into());
             }
-            let room = node.create_room(name, config).await?;
+            let room = node.create_room(room_name(&req.name)?, config).await?;
             Ok(encode(enc, &room))
         }
         "ListRooms" => {
-            let req: lk::ListRoomsRequest = decode(enc, &body)?;
-            authorize(&claims, Need::List)?;
+            let req: lk::ListRoomsRequest = decode(enc, body)?;
             let names: Vec<RoomName> = req.names.into_iter().map(RoomName::new).collect();
             let rooms = node.list_rooms(&names).await;
             Ok(encode(enc, &lk::ListRoomsResponse { rooms }))
         }
         "DeleteRoom" => {
-            let req: lk::DeleteRoomRequest = decode(enc, &body)?;
-            authorize(&claims, Need::Create)?;
+            let req: lk::DeleteRoomRequest = decode(enc, body)?;
             node.delete_room(&room_name(&req.room)?).await?;
             Ok(encode(enc, &lk::DeleteRoomResponse {}))
         }
         "ListParticipants" => {
-            let req: lk::ListParticipantsRequest = decode(enc, &body)?;
-            authorize(&claims, Need::Admin { room: &req.room })?;
+            let req: lk::ListParticipantsRequest = decode(enc, body)?;
             let participants = node.list_participants(&room_name(&req.room)?).await?;
             Ok(encode(enc, &lk::ListParticipantsResponse { participants }))
         }
         "GetParticipant" => {
-            let req: lk::RoomParticipantIdentity = decode(enc, &body)?;
-            authorize(&claims, Need::Admin { room: &req.room })?;
+            let req: lk::RoomParticipantIdentity = decode(enc, body)?;
             let p = node
                 .get_participant(
                     &room_name(&req.room)?,
@@ -235,8 +354,7 @@ pub(crate) async fn room_service(
             Ok(encode(enc, &p))
         }
         "RemoveParticipant" => {
-            let req: lk::RoomParticipantIdentity = decode(enc, &body)?;
-            authorize(&claims, Need::Admin { room: &req.room })?;
+            let req: lk::RoomParticipantIdentity = decode(enc, body)?;
             node.remove_participant(
                 &room_name(&req.room)?,
                 ParticipantIdentity::new(req.identity),
@@ -245,8 +363,7 @@ pub(crate) async fn room_service(
             Ok(encode(enc, &lk::RemoveParticipantResponse {}))
         }
         "MutePublishedTrack" => {
-            let req: lk::MuteRoomTrackRequest = decode(enc, &body)?;
-            authorize(&claims, Need::Admin { room: &req.room })?;
+            let req: lk::MuteRoomTrackRequest = decode(enc, body)?;
             let track = node
                 .mute_published_track(
                     &room_name(&req.room)?,
@@ -261,18 +378,13 @@ pub(crate) async fn room_service(
             ))
         }
         "UpdateParticipant" => {
-            let req: lk::UpdateParticipantRequest = decode(enc, &body)?;
-            authorize(&claims, Need::Admin { room: &req.room })?;
+            let req: lk::UpdateParticipantRequest = decode(enc, body)?;
             let room = room_name(&req.room)?;
             let p = node.update_participant(&room, req).await?;
             Ok(encode(enc, &p))
         }
         "SendData" => {
-            let req: lk::SendDataRequest = decode(enc, &body)?;
-            authorize(&claims, Need::Admin { room: &req.room })?;
-            if req.data.len() > MAX_DATA_BYTES {
-                return Err(TwirpError::InvalidArgument("data too large".to_owned()));
-            }
+            let req: lk::SendDataRequest = decode(enc, body)?;
             let room = room_name(&req.room)?;
             node.send_data(&room, req).await?;
             Ok(encode(enc, &lk::SendDataResponse {}))

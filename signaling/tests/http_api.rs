@@ -9,7 +9,7 @@ use livekit_protocol as lk;
 use prost::Message;
 use salon_sfu::{Node, NodeConfig};
 use salon_signaling::auth::{KeyStore, TokenSpec, VideoGrant, create_token};
-use salon_signaling::{SignalingConfig, app};
+use salon_signaling::{Backend, SignalingConfig, app};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use tower::ServiceExt;
@@ -22,12 +22,15 @@ fn router(guest: bool) -> Router {
             guest_key: guest.then(|| "devkey".to_owned()),
             web_dir: None,
         },
-        Node::start(NodeConfig {
-            rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            rtc_port: 0,
-            media_workers: 1,
-        })
-        .expect("media worker starts"),
+        Backend::Local(
+            Node::start(NodeConfig {
+                rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                rtc_port: 0,
+                media_workers: 1,
+            })
+            .expect("media worker starts"),
+        ),
+        std::sync::Arc::new(salon_store::MemoryStore::new()),
     )
 }
 

@@ -6,7 +6,7 @@ use livekit_protocol as lk;
 use prost::Message as _;
 use salon_sfu::{Node, NodeConfig};
 use salon_signaling::auth::{KeyStore, TokenSpec, VideoGrant, create_token};
-use salon_signaling::{SignalingConfig, app};
+use salon_signaling::{Backend, SignalingConfig, app};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -28,12 +28,15 @@ async fn serve() -> (SocketAddr, axum::Router) {
             guest_key: None,
             web_dir: None,
         },
-        Node::start(NodeConfig {
-            rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            rtc_port: 0,
-            media_workers: 1,
-        })
-        .expect("media worker starts"),
+        Backend::Local(
+            Node::start(NodeConfig {
+                rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                rtc_port: 0,
+                media_workers: 1,
+            })
+            .expect("media worker starts"),
+        ),
+        std::sync::Arc::new(salon_store::MemoryStore::new()),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -16,6 +16,8 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::shared::TransportProtocol;
 use salon_common::ParticipantSid;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -173,6 +175,11 @@ impl Drop for Conn {
 pub(crate) struct Workers {
     workers: Vec<WorkerHandle>,
     next: std::sync::atomic::AtomicUsize,
+    /// Each worker's UDP address, as its ICE candidates announce it.
+    addrs: Vec<SocketAddr>,
+    /// Datagrams all workers have sent: the node's load as the registry
+    /// reports it. Added to once per send batch, not per packet.
+    sent: Arc<AtomicU64>,
 }
 
 impl Workers {
@@ -186,6 +193,8 @@ impl Workers {
             count
         };
         let mut workers = Vec::with_capacity(count);
+        let mut addrs = Vec::with_capacity(count);
+        let sent = Arc::new(AtomicU64::new(0));
         for i in 0..count {
             let port = if port == 0 {
                 0
@@ -217,16 +226,28 @@ impl Workers {
             let (tx, rx) = mpsc::unbounded_channel();
             let handle = WorkerHandle { tx };
             let own = handle.clone();
+            let counter = sent.clone();
             std::thread::Builder::new()
                 .name(format!("salon-media-{i}"))
-                .spawn(move || run(socket, tcp, own, rx))
+                .spawn(move || run(socket, tcp, own, rx, counter))
                 .map_err(WorkerError::Thread)?;
             workers.push(handle);
+            addrs.push(udp_addr);
         }
         Ok(Self {
             workers,
             next: std::sync::atomic::AtomicUsize::new(0),
+            addrs,
+            sent,
         })
+    }
+
+    pub(crate) fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub(crate) fn datagrams_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// The worker for a new room: the next one in turn.
@@ -247,6 +268,7 @@ fn run(
     tcp: std::net::TcpListener,
     handle: WorkerHandle,
     commands: mpsc::UnboundedReceiver<WorkerCommand>,
+    sent: Arc<AtomicU64>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -279,7 +301,7 @@ fn run(
         tracing::info!(%udp_addr, %tcp_addr, "media worker listening (UDP, ICE-TCP)");
         let core = self::core::WorkerCore::new(udp_addr, Some(tcp_addr), handle.tx.downgrade());
         drop(handle);
-        shell(core, udp, tcp, commands).await;
+        shell(core, udp, tcp, commands, sent).await;
     });
 }
 
@@ -288,6 +310,7 @@ async fn shell(
     socket: tokio::net::UdpSocket,
     tcp: tokio::net::TcpListener,
     mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
+    sent: Arc<AtomicU64>,
 ) {
     let mut links = tcp::TcpLinks::new();
     let mut buf = vec![0u8; RECV_BUFFER];
@@ -304,7 +327,7 @@ async fn shell(
                             core.handle_datagram(Instant::now(), TransportProtocol::UDP, from, &buf[..n]);
                             // Out before the next one is read: a packet's
                             // copies should not wait for a whole batch's.
-                            send_queued(&mut core, &socket, &links);
+                            send_queued(&mut core, &socket, &links, &sent);
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                         // ICMP errors for one peer surface here; they say nothing about others.
@@ -330,7 +353,7 @@ async fn shell(
             },
             () = sleep_until(deadline) => core.handle_timeout(Instant::now()),
         }
-        send_queued(&mut core, &socket, &links);
+        send_queued(&mut core, &socket, &links, &sent);
     }
 }
 
@@ -338,8 +361,11 @@ fn send_queued(
     core: &mut self::core::WorkerCore,
     socket: &tokio::net::UdpSocket,
     links: &tcp::TcpLinks,
+    sent: &AtomicU64,
 ) {
+    let mut count = 0;
     while let Some(out) = core.poll_transmit() {
+        count += 1;
         if out.protocol == TransportProtocol::TCP {
             links.send(out.to, out.datagram);
             continue;
@@ -349,6 +375,9 @@ fn send_queued(
             // A full send buffer drops the datagram, as the network could.
             Err(err) => tracing::trace!(%err, "media socket write"),
         }
+    }
+    if count > 0 {
+        sent.fetch_add(count, Ordering::Relaxed);
     }
 }
 

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProcSample {
+pub struct ProcSample {
     /// User plus system time of all its threads, those gone included.
-    pub(crate) cpu: Duration,
-    pub(crate) rss_bytes: u64,
+    pub cpu: Duration,
+    pub rss_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +19,7 @@ pub enum ProcError {
     Parse(String),
 }
 
-pub(crate) fn sample(pid: &str) -> Result<ProcSample, ProcError> {
+pub fn sample(pid: &str) -> Result<ProcSample, ProcError> {
     let read = |file: &str| {
         std::fs::read_to_string(format!("/proc/{pid}/{file}"))
             .map_err(|e| ProcError::Read(format!("{pid}/{file}"), e))
