@@ -12,39 +12,64 @@ export function salonBinary() {
   return path.join(target, 'debug', 'salon');
 }
 
-export async function startSalon(extraArgs = []) {
-  const proc = spawn(
-    salonBinary(),
-    ['dev', '--port', '0', '--web-dir', path.join(root, 'web/dist'), ...extraArgs],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' } },
-  );
+/// Starts `salon <args>` and waits until its standard output matches
+/// `ready`; returns the process, the match, and ways to stop it.
+export async function spawnSalon(args, ready, env = {}) {
+  const proc = spawn(salonBinary(), args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', ...env },
+  });
   let log = '';
   proc.stderr.on('data', (d) => {
     log += d;
   });
-  const httpUrl = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`salon did not start:\n${log}`)), 20000);
+  const match = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`salon ${args[0]} did not start:\n${log}`)), 20000);
     let out = '';
     proc.stdout.on('data', (d) => {
       out += d;
-      const m = out.match(/Open (http:\/\/[^ ]+\/) in your browser/);
+      const m = out.match(ready);
       if (m) {
         clearTimeout(timer);
-        resolve(m[1].replace(/\/$/, ''));
+        resolve(m);
       }
     });
     proc.on('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`salon exited with ${code}:\n${log}`));
+      reject(new Error(`salon ${args[0]} exited with ${code}:\n${log}`));
     });
   });
+  const exited = new Promise((r) => proc.on('exit', (code, signal) => r({ code, signal })));
+  return {
+    proc,
+    match,
+    exited,
+    log: () => log,
+    alive: () => proc.exitCode === null && proc.signalCode === null,
+    async stop(signal = 'SIGINT') {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill(signal);
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+export async function startSalon(extraArgs = []) {
+  const salon = await spawnSalon(
+    ['dev', '--port', '0', '--web-dir', path.join(root, 'web/dist'), ...extraArgs],
+    /Open (http:\/\/[^ ]+\/) in your browser/,
+  );
+  const { proc } = salon;
+  const httpUrl = salon.match[1].replace(/\/$/, '');
   return {
     httpUrl,
     wsUrl: httpUrl.replace(/^http/, 'ws'),
     apiKey: 'devkey',
     apiSecret: 'secret',
-    log: () => log,
-    alive: () => proc.exitCode === null,
+    log: salon.log,
+    alive: salon.alive,
     /// Local UDP ports of sockets the salon process holds open.
     udpPorts() {
       const inodes = new Set();
@@ -66,13 +91,6 @@ export async function startSalon(extraArgs = []) {
       }
       return ports;
     },
-    async stop() {
-      if (proc.exitCode !== null) return;
-      const exited = new Promise((r) => proc.on('exit', r));
-      proc.kill('SIGINT');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    },
+    stop: () => salon.stop(),
   };
 }
