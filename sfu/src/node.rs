@@ -312,6 +312,13 @@ impl Node {
         out
     }
 
+    /// Closes a room that the fleet placed on another node, asking its
+    /// participants to rejoin (there).
+    pub async fn hand_over(&self, name: &RoomName) -> Result<(), NodeError> {
+        let room = self.room(name).ok_or(NodeError::RoomNotFound)?;
+        admin(&room, RoomInput::HandOver).await.map(|_| ())
+    }
+
     pub async fn delete_room(&self, name: &RoomName) -> Result<(), NodeError> {
         let room = self.room(name).ok_or(NodeError::RoomNotFound)?;
         admin(&room, RoomInput::Close).await.map(|_| ())

@@ -138,9 +138,11 @@ async fn heartbeat(
                 held.insert(room.clone());
             }
             Ok(holder) => {
-                // Another node took the room while this one was silent.
-                tracing::error!(%room, %holder, "room is also placed on another node");
+                // Another node took the room while this one was silent: its
+                // participants here rejoin there, so the meeting is whole again.
+                tracing::warn!(%room, %holder, "room was placed on another node; handing it over");
                 held.remove(room);
+                let _ = node.hand_over(room).await;
             }
             Err(_) => return false,
         }

@@ -168,6 +168,9 @@ pub enum RoomInput {
     },
     /// Admin: DeleteRoom.
     Close,
+    /// The room was placed on another node while this one was cut off from
+    /// the fleet: everyone is asked to rejoin, which takes them there.
+    HandOver,
 }
 
 /// What the room asks its shell to do.
@@ -446,6 +449,19 @@ impl Room {
                 self.close();
                 Ok(())
             }
+            RoomInput::HandOver => {
+                let sids: Vec<_> = self.by_sid.keys().cloned().collect();
+                for sid in sids {
+                    self.disconnect_with(
+                        &sid,
+                        lk::DisconnectReason::Migration,
+                        lk::leave_request::Action::Reconnect,
+                        now,
+                    );
+                }
+                self.close();
+                Ok(())
+            }
         }
     }
 
@@ -652,12 +668,22 @@ impl Room {
     }
 
     fn disconnect(&mut self, sid: &ParticipantSid, reason: lk::DisconnectReason, now: Instant) {
+        self.disconnect_with(sid, reason, lk::leave_request::Action::Disconnect, now);
+    }
+
+    fn disconnect_with(
+        &mut self,
+        sid: &ParticipantSid,
+        reason: lk::DisconnectReason,
+        action: lk::leave_request::Action,
+        now: Instant,
+    ) {
         if !self.by_sid.contains_key(sid) {
             return;
         }
         self.outputs.push_back(RoomOutput::Signal {
             to: sid.clone(),
-            message: crate::leave_message(reason, lk::leave_request::Action::Disconnect),
+            message: crate::leave_message(reason, action),
         });
         self.outputs.push_back(RoomOutput::Disconnect {
             sid: sid.clone(),

@@ -422,6 +422,27 @@ fn delete_room_disconnects_everyone() {
 }
 
 #[test]
+fn a_room_handed_over_to_another_node_asks_everyone_to_rejoin() {
+    let now = Instant::now();
+    let mut room = new_room(now);
+    join(&mut room, now, "PA_a", "alice");
+    drain(&mut room);
+    room.handle_input(now, RoomInput::HandOver)
+        .expect("hand over");
+    let out = drain(&mut room);
+    let rejoin = crate::leave_message(
+        lk::DisconnectReason::Migration,
+        lk::leave_request::Action::Reconnect,
+    );
+    assert!(out.contains(&RoomOutput::Signal {
+        to: sid("PA_a"),
+        message: rejoin
+    }));
+    assert_eq!(out.last(), Some(&RoomOutput::Closed));
+    assert!(room.is_closed());
+}
+
+#[test]
 fn an_unpublished_track_is_withdrawn_from_its_subscribers() {
     let now = Instant::now();
     let mut room = new_room(now);

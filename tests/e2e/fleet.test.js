@@ -166,6 +166,27 @@ test('a draining node takes no new room while its meeting goes on, then stops', 
   await fleet.waitFor('node-c registered', () => fleet.liveNodes().length === 2);
 });
 
+test('a room found placed on another node is handed over: its participants rejoin there', async () => {
+  const [r1, r2] = replicas;
+  const alice = await join(fleet, r1, 'alice', 'salle-8');
+  const bob = await join(fleet, r2, 'bob', 'salle-8');
+  await waitForMediaFrom(bob, 'alice');
+  const first = fleet.holder('salle-8');
+  const other = nodes.find((n) => n.id !== first);
+  // As if the other node had taken the room over while the first one was
+  // cut off from Redis: the first one sees it at its next heartbeat.
+  fleet.redis('SET', `${fleet.prefix}:room:salle-8`, other.id, 'PX', '10000');
+  await fleet.waitFor(
+    'both participants on the other node',
+    async () => identities(await admin(fleet, r1).listParticipants('salle-8')).join() === 'alice,bob',
+    15000,
+  );
+  assert.equal(fleet.holder('salle-8'), other.id);
+  await waitForMediaFrom(alice, 'bob');
+  await waitForMediaFrom(bob, 'alice');
+  await leave(alice, bob);
+});
+
 test('when the node hosting a meeting is killed, its participants reconnect on another node and see each other', async () => {
   const [r1, r2] = replicas;
   const alice = await join(fleet, r1, 'alice', 'salle-5');
