@@ -1,0 +1,42 @@
+// Real packet loss on loopback, with nftables: a table of the test's own
+// that drops a share of the UDP datagrams going from one local port to
+// another, chosen at random per packet. (netem is not at hand everywhere:
+// it needs the sch_netem kernel module; nftables needs only nf_tables.)
+// The drop is on the input hook: a datagram dropped on output fails the
+// sender's sendto() with EPERM, and Chromium then sends it again, so most
+// of the "loss" would never reach the network.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+
+export const nftPath = () => ['/usr/sbin/nft', '/sbin/nft'].find((p) => fs.existsSync(p));
+
+function nft(script) {
+  const bin = nftPath();
+  if (!bin) throw new Error('nftables is needed: apt-get install nftables');
+  return execFileSync(bin, ['-f', '-'], { input: script, encoding: 'utf8' });
+}
+
+/// A table named `name` (its own, created empty; remove() takes it away).
+export function lossTable(name = `salon_e2e_${process.pid}`) {
+  nft(`table inet ${name} {}\ndelete table inet ${name}\ntable inet ${name} {\n  chain in {\n    type filter hook input priority 0; policy accept;\n  }\n}\n`);
+  return {
+    name,
+    /// Drops `percent` % of UDP datagrams from local port `from` to port `to`.
+    drop(from, to, percent) {
+      nft(`add rule inet ${name} in udp sport ${from} udp dport ${to} numgen random mod 100 < ${percent} counter drop\n`);
+    },
+    /// Drops nothing any more.
+    clear() {
+      nft(`flush chain inet ${name} in\n`);
+    },
+    /// Packets the rules dropped so far.
+    dropped() {
+      const out = execFileSync(nftPath(), ['list', 'chain', 'inet', name, 'in'], { encoding: 'utf8' });
+      return [...out.matchAll(/counter packets (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+    },
+    remove() {
+      // `table … {}` first, so that deleting never fails on a missing table.
+      nft(`table inet ${name} {}\ndelete table inet ${name}\n`);
+    },
+  };
+}
