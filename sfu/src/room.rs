@@ -228,7 +228,9 @@ struct Participant {
     grants: Grants,
     auto_subscribe: bool,
     /// Tracks announced with AddTrack whose media has not arrived yet, by cid.
-    pending: HashMap<String, lk::TrackInfo>,
+    /// Tracks asked for (AddTrack) whose media has not arrived, by the
+    /// client's cid, with the order they were asked in.
+    pending: HashMap<String, (u64, lk::TrackInfo)>,
     /// Published tracks by the cid their client knows them by.
     cids: HashMap<String, TrackSid>,
     /// What this participant receives, and what it wants of each.
@@ -757,7 +759,9 @@ impl Room {
             encryption: request.encryption,
             ..Default::default()
         };
-        p.pending.insert(request.cid.clone(), track.clone());
+        let order = p.pending.values().map(|(n, _)| n + 1).max().unwrap_or(0);
+        p.pending
+            .insert(request.cid.clone(), (order, track.clone()));
         self.outputs.push_back(RoomOutput::Signal {
             to: sid.clone(),
             message: lk::signal_response::Message::TrackPublished(lk::TrackPublishedResponse {
@@ -776,7 +780,8 @@ impl Room {
         mid: String,
     ) -> Result<(), RoomError> {
         let p = self.get_mut(sid)?;
-        let mut track = p.pending.remove(cid).ok_or(RoomError::TrackNotFound)?;
+        let key = pending_key(&p.pending, cid, &mime_type).ok_or(RoomError::TrackNotFound)?;
+        let (_, mut track) = p.pending.remove(&key).ok_or(RoomError::TrackNotFound)?;
         track.mime_type = mime_type;
         track.mid = mid;
         p.info.tracks.push(track.clone());
@@ -1305,3 +1310,28 @@ fn merge_attributes(into: &mut HashMap<String, String>, update: HashMap<String, 
 #[cfg(test)]
 #[path = "room_tests.rs"]
 mod tests;
+
+/// The pending track that media arriving as `cid` (the SDP's msid track id)
+/// belongs to. Chromium's msid is the id livekit-client sent in AddTrack;
+/// Firefox puts an id of its own there, so, as LiveKit does, a track that
+/// matches no cid is taken to be the pending one of its kind (the oldest
+/// request first when several wait).
+fn pending_key(
+    pending: &HashMap<String, (u64, lk::TrackInfo)>,
+    cid: &str,
+    mime_type: &str,
+) -> Option<String> {
+    if pending.contains_key(cid) {
+        return Some(cid.to_owned());
+    }
+    let kind = if mime_type.starts_with("audio/") {
+        lk::TrackType::Audio
+    } else {
+        lk::TrackType::Video
+    };
+    pending
+        .iter()
+        .filter(|(_, (_, t))| t.r#type == kind as i32)
+        .min_by_key(|(_, (order, _))| *order)
+        .map(|(key, _)| key.clone())
+}

@@ -1059,3 +1059,91 @@ fn quality_changes_are_announced_once_and_newcomers_learn_them() {
         RoomOutput::Signal { to, message: Msg::ConnectionQuality(u) }
             if to.as_str() == "PA_c" && u.updates[0].quality == lk::ConnectionQuality::Poor as i32)));
 }
+
+#[test]
+fn media_under_another_id_than_addtrack_gave_takes_the_pending_track_of_its_kind() {
+    // Firefox's SDP names its tracks with ids of its own, not the cid that
+    // livekit-client sent in AddTrack.
+    let now = Instant::now();
+    let mut room = new_room(now);
+    join(&mut room, now, "PA_f", "firefox");
+    join(&mut room, now, "PA_c", "chromium");
+    let mut announced = Vec::new();
+    for (cid, kind) in [("mic", lk::TrackType::Audio), ("cam", lk::TrackType::Video)] {
+        let request = lk::AddTrackRequest {
+            cid: cid.to_owned(),
+            r#type: kind as i32,
+            ..Default::default()
+        };
+        room.handle_input(
+            now,
+            RoomInput::AddTrack {
+                sid: sid("PA_f"),
+                request,
+            },
+        )
+        .expect("add track");
+        announced.extend(drain(&mut room).into_iter().filter_map(|o| match o {
+            RoomOutput::Signal {
+                message: Msg::TrackPublished(p),
+                ..
+            } => p.track,
+            _ => None,
+        }));
+    }
+    for (msid, mime) in [("{e7c2}", "video/VP8"), ("{269a}", "audio/opus")] {
+        room.handle_input(
+            now,
+            RoomInput::MediaArrived {
+                sid: sid("PA_f"),
+                cid: msid.to_owned(),
+                mime_type: mime.to_owned(),
+                mid: String::new(),
+            },
+        )
+        .expect("media matched to its pending track");
+    }
+    let out = drain(&mut room);
+    let subscribed: Vec<&lk::TrackInfo> = out
+        .iter()
+        .filter_map(|o| match o {
+            RoomOutput::Subscribe {
+                subscriber, track, ..
+            } if subscriber == &sid("PA_c") => Some(track),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(subscribed.len(), 2, "{out:?}");
+    let info = room.participants();
+    let tracks = &info
+        .iter()
+        .find(|p| p.identity == "firefox")
+        .expect("firefox")
+        .tracks;
+    let kind_of = |sid: &str| {
+        tracks
+            .iter()
+            .find(|t| t.sid == sid)
+            .map(|t| (t.r#type, t.mime_type.clone()))
+    };
+    for t in &announced {
+        let (kind, mime) = kind_of(&t.sid).expect("published");
+        assert_eq!(kind, t.r#type);
+        assert!(mime.starts_with(if kind == lk::TrackType::Audio as i32 {
+            "audio/"
+        } else {
+            "video/"
+        }));
+    }
+    // The unknown id of a third stream, with nothing pending, is refused.
+    let stray = room.handle_input(
+        now,
+        RoomInput::MediaArrived {
+            sid: sid("PA_f"),
+            cid: "{0000}".to_owned(),
+            mime_type: "video/VP8".to_owned(),
+            mid: String::new(),
+        },
+    );
+    assert!(stray.is_err());
+}

@@ -87,15 +87,10 @@ test('on Firefox, one makes a meeting, sees and hears a Chromium guest, and chat
   await chris.getByRole('log').getByText('Fanny').waitFor();
 });
 
-// Salon matches the media of a published track to its AddTrackRequest by
-// the msid track id in the publisher's SDP. Chromium puts the
-// MediaStreamTrack's id there (livekit-client's cid); Firefox puts an id of
-// its own, so Salon never announces a Firefox participant's tracks
-// (LiveKit falls back to the pending track of the same kind). Drop `todo`
-// once the server matches them.
-const todo = 'Salon does not announce the tracks a Firefox participant publishes';
-
-test('the Chromium guest sees and hears the Firefox host, and sees her mute', { todo }, async () => {
+// Firefox names its tracks in the SDP with ids of its own, not the cid
+// livekit-client sent in AddTrack: Salon takes such media to be the pending
+// track of its kind, as LiveKit does.
+test('the Chromium guest sees and hears the Firefox host, and sees her mute', async () => {
   assert.equal(await publishedBy(chris, fannyId), 'camera,microphone', 'Firefox’s tracks at Chromium');
   const atChris = await waitForMediaFrom(chris, fannyId);
   assert.ok(atChris.framesDecoded > 0 && atChris.audioBytes > 0, JSON.stringify(atChris));
