@@ -5,7 +5,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { startSalon } from './lib/salon.js';
-import { launchBrowser, newPage, waitForMediaFrom, artifactsDir } from './lib/browser.js';
+import * as webapp from './lib/webapp.js';
+import { launchBrowser, waitForMediaFrom, artifactsDir } from './lib/browser.js';
 
 let salon;
 let browser;
@@ -22,50 +23,10 @@ after(async () => {
 
 const shot = (page, name) => page.screenshot({ path: path.join(artifactsDir(), name) });
 
-/// Makes a meeting from the home page; returns the page (now on the
-/// pre-join screen) and the meeting's room name.
-async function createMeeting({ waitingRoom }) {
-  const page = await newPage(browser);
-  await page.setViewportSize({ width: 1280, height: 800 });
-  await page.goto(salon.httpUrl + '/');
-  const box = page.getByLabel('Salle d’attente : j’admets les invités');
-  if (!waitingRoom) await box.uncheck();
-  await page.getByRole('button', { name: 'Créer la réunion' }).click();
-  await page.getByLabel('Votre nom').waitFor();
-  const room = new URL(page.url()).searchParams.get('room');
-  assert.match(room, /^[a-z]{3}-[a-z]{4}-[a-z]{3}$/);
-  return { page, room };
-}
-
-/// Opens the guest link of `room`; the page is on the pre-join screen.
-async function openLink(room) {
-  const page = await newPage(browser);
-  await page.setViewportSize({ width: 1280, height: 800 });
-  await page.goto(`${salon.httpUrl}/?room=${room}`);
-  await page.getByLabel('Votre nom').waitFor();
-  return page;
-}
-
-/// Fills the name on the pre-join screen and joins; returns the identity.
-async function joinAs(page, name, { waiting = false } = {}) {
-  await page.getByLabel('Votre nom').fill(name);
-  await page.getByRole('button', { name: 'Rejoindre' }).click();
-  await page.waitForFunction(() => window.salonRoom?.state === 'connected', null, { timeout: 20000 });
-  if (waiting) await page.getByRole('heading', { name: 'Salle d’attente' }).waitFor();
-  else await page.getByRole('button', { name: 'Quitter' }).waitFor();
-  return page.evaluate(() => window.salonRoom.localParticipant.identity);
-}
-
-/// Frames a video element in `selector` shows over 2 s.
-async function framesPlayed(page, selector) {
-  return page.evaluate(async (sel) => {
-    const v = document.querySelector(sel);
-    if (!v) return -1;
-    const before = v.getVideoPlaybackQuality().totalVideoFrames;
-    await new Promise((r) => setTimeout(r, 2000));
-    return v.getVideoPlaybackQuality().totalVideoFrames - before;
-  }, selector);
-}
+// The app's steps (lib/webapp.js), on this file's salon and browser.
+const createMeeting = (options) => webapp.createMeeting(browser, salon, options);
+const openLink = (room) => webapp.openLink(browser, salon, room);
+const { joinAs, framesPlayed } = webapp;
 
 test('two people meet through the app: media, mute, chat, hand, screen share', async () => {
   const { page: alice, room } = await createMeeting({ waitingRoom: false });

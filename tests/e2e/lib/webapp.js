@@ -28,11 +28,13 @@ export async function openLink(browser, salon, room) {
 }
 
 /// Fills the name on the pre-join screen and joins; returns the identity.
-export async function joinAs(page, name) {
+/// With `waiting`, the page is expected in the waiting room, not the meeting.
+export async function joinAs(page, name, { waiting = false } = {}) {
   await page.getByLabel('Votre nom').fill(name);
   await page.getByRole('button', { name: 'Rejoindre' }).click();
   await page.waitForFunction(() => window.salonRoom?.state === 'connected', null, { timeout: 20000 });
-  await page.getByRole('button', { name: 'Quitter' }).waitFor();
+  if (waiting) await page.getByRole('heading', { name: 'Salle d’attente' }).waitFor();
+  else await page.getByRole('button', { name: 'Quitter' }).waitFor();
   return page.evaluate(() => window.salonRoom.localParticipant.identity);
 }
 
