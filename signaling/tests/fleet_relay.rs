@@ -2,42 +2,19 @@
 //! join goes through, a node that refuses connections is passed over, and
 //! a replica that stops asks its clients to reconnect.
 
-use futures::StreamExt;
+mod common;
+
+use common::{Ws, config, join_token, listen, next_response};
 use livekit_protocol as lk;
-use prost::Message as _;
-use salon_sfu::{Node, NodeConfig, Placement};
-use salon_signaling::auth::{KeyStore, TokenSpec, VideoGrant, create_token};
-use salon_signaling::{Backend, Fleet, FleetConfig, SignalingConfig, app, app_with_shutdown};
+use salon_sfu::{Node, Placement};
+use salon_signaling::{Backend, Fleet, FleetConfig, app, app_with_shutdown};
 use salon_store::{LoadMeasure, MemoryStore, NodeId, NodeInfo, NodeLoad, NodeState, Store};
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
 
 const LEASE: Duration = Duration::from_secs(10);
-
-fn keys() -> KeyStore {
-    KeyStore::new(HashMap::from([("devkey".to_owned(), "secret".to_owned())]))
-}
-
-fn config() -> SignalingConfig {
-    SignalingConfig {
-        keys: keys(),
-        guest_key: None,
-        web_dir: None,
-    }
-}
-
-async fn listen(router: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
-}
 
 fn entry(id: &str, url: String, participants: u32) -> NodeInfo {
     NodeInfo {
@@ -56,18 +33,18 @@ fn entry(id: &str, url: String, participants: u32) -> NodeInfo {
 
 /// A node serving its internal endpoints, registered in `store` as `id`.
 async fn node(store: &Arc<dyn Store>, id: &str, participants: u32) -> Node {
-    let node = Node::start(NodeConfig {
-        rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        rtc_port: 0,
-        media_workers: 1,
-    })
-    .expect("media worker starts");
+    let node = common::node();
     node.join_fleet(Placement {
         store: store.clone(),
         node: NodeId::new(id),
         lease: LEASE,
     });
-    let addr = listen(app(config(), Backend::Local(node.clone()), store.clone())).await;
+    let addr = listen(app(
+        config(false),
+        Backend::Local(node.clone()),
+        store.clone(),
+    ))
+    .await;
     store
         .put_node(&entry(id, format!("http://{addr}"), participants), LEASE)
         .await
@@ -83,53 +60,27 @@ fn replica(store: &Arc<dyn Store>, shutdown: watch::Receiver<bool>) -> axum::Rou
             lease: LEASE,
         },
     ));
-    app_with_shutdown(config(), Backend::Fleet(fleet), store.clone(), shutdown)
+    app_with_shutdown(
+        config(false),
+        Backend::Fleet(fleet),
+        store.clone(),
+        shutdown,
+    )
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn join(addr: SocketAddr, room: &str, identity: &str) -> Ws {
-    let token = create_token(
-        "devkey",
-        "secret",
-        TokenSpec {
-            identity: identity.to_owned(),
-            grant: VideoGrant {
-                room: Some(room.to_owned()),
-                room_join: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .expect("token");
+    let token = join_token(room, identity);
     let url = format!("ws://{addr}/rtc?access_token={token}");
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("connect");
-    match next(&mut ws).await.and_then(|r| r.message) {
+    match next_response(&mut ws).await.and_then(|r| r.message) {
         Some(lk::signal_response::Message::Join(join)) => {
             assert_eq!(join.participant.expect("me").identity, identity);
         }
         other => panic!("expected a join response, got {other:?}"),
     }
     ws
-}
-
-async fn next(ws: &mut Ws) -> Option<lk::SignalResponse> {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("no answer within 10 s");
-        match frame {
-            Some(Ok(Message::Binary(b))) => {
-                return Some(lk::SignalResponse::decode(b.as_ref()).expect("protobuf"));
-            }
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-            Some(Ok(_)) => continue,
-        }
-    }
 }
 
 #[tokio::test]
@@ -165,7 +116,7 @@ async fn a_stopping_replica_asks_its_clients_to_reconnect() {
     let mut ws = join(addr, "salle", "bob").await;
     tx.send(true).expect("replica running");
     loop {
-        match next(&mut ws).await {
+        match next_response(&mut ws).await {
             Some(lk::SignalResponse {
                 message: Some(lk::signal_response::Message::Leave(leave)),
             }) => {
@@ -183,20 +134,7 @@ async fn with_no_node_a_join_is_refused_with_a_clear_error() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let (_tx, rx) = watch::channel(false);
     let addr = listen(replica(&store, rx)).await;
-    let token = create_token(
-        "devkey",
-        "secret",
-        TokenSpec {
-            identity: "carol".to_owned(),
-            grant: VideoGrant {
-                room: Some("salle".to_owned()),
-                room_join: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .expect("token");
+    let token = join_token("salle", "carol");
     let url = format!("ws://{addr}/rtc?access_token={token}");
     match tokio_tungstenite::connect_async(url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {

@@ -7,29 +7,17 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use livekit_protocol as lk;
 use prost::Message;
-use salon_sfu::{Node, NodeConfig};
-use salon_signaling::auth::{KeyStore, TokenSpec, VideoGrant, create_token};
-use salon_signaling::{Backend, SignalingConfig, app};
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+mod common;
+
+use common::{config, keys, node};
+use salon_signaling::auth::{TokenSpec, VideoGrant, create_token};
+use salon_signaling::{Backend, app};
 use tower::ServiceExt;
 
 fn router(guest: bool) -> Router {
-    let keys = KeyStore::new(HashMap::from([("devkey".to_owned(), "secret".to_owned())]));
     app(
-        SignalingConfig {
-            keys,
-            guest_key: guest.then(|| "devkey".to_owned()),
-            web_dir: None,
-        },
-        Backend::Local(
-            Node::start(NodeConfig {
-                rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                rtc_port: 0,
-                media_workers: 1,
-            })
-            .expect("media worker starts"),
-        ),
+        config(guest),
+        Backend::Local(node()),
         std::sync::Arc::new(salon_store::MemoryStore::new()),
     )
 }
@@ -250,7 +238,7 @@ async fn guest_tokens_join_only_their_room_and_can_be_switched_off() {
     assert_eq!(status, StatusCode::OK);
     let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
     let token = json["token"].as_str().expect("token");
-    let keys = KeyStore::new(HashMap::from([("devkey".to_owned(), "secret".to_owned())]));
+    let keys = keys();
     let claims = keys.verify(token).expect("valid guest token");
     assert_eq!(claims.join_room(), Ok("standup"));
     assert_eq!(claims.name, "Alice");
@@ -280,7 +268,7 @@ async fn token_claims(
     let (status, bytes) = send(r, post_json("/api/token", body)).await;
     assert_eq!(status, StatusCode::OK);
     let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-    let keys = KeyStore::new(HashMap::from([("devkey".to_owned(), "secret".to_owned())]));
+    let keys = keys();
     let claims = keys
         .verify(json["token"].as_str().expect("token"))
         .expect("valid");

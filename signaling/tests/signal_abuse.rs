@@ -1,19 +1,17 @@
 //! Bad input on the signal WebSocket ends that one session with an error and
 //! harms no one else.
 
+mod common;
+
+use common::{Ws, config, join_token, keys, listen, next_response, node};
 use futures::{SinkExt, StreamExt};
 use livekit_protocol as lk;
 use prost::Message as _;
-use salon_sfu::{Node, NodeConfig};
-use salon_signaling::auth::{KeyStore, TokenSpec, VideoGrant, create_token};
-use salon_signaling::{Backend, SignalingConfig, app};
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use salon_signaling::auth::{TokenSpec, VideoGrant, create_token};
+use salon_signaling::{Backend, app};
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn server() -> SocketAddr {
     serve().await.0
@@ -21,47 +19,12 @@ async fn server() -> SocketAddr {
 
 /// A running server, and its router for calls that need no socket.
 async fn serve() -> (SocketAddr, axum::Router) {
-    let keys = KeyStore::new(HashMap::from([("devkey".to_owned(), "secret".to_owned())]));
     let router = app(
-        SignalingConfig {
-            keys,
-            guest_key: None,
-            web_dir: None,
-        },
-        Backend::Local(
-            Node::start(NodeConfig {
-                rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                rtc_port: 0,
-                media_workers: 1,
-            })
-            .expect("media worker starts"),
-        ),
+        config(false),
+        Backend::Local(node()),
         std::sync::Arc::new(salon_store::MemoryStore::new()),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let served = router.clone();
-    tokio::spawn(async move { axum::serve(listener, served).await });
-    (addr, router)
-}
-
-fn join_token(room: &str, identity: &str) -> String {
-    create_token(
-        "devkey",
-        "secret",
-        TokenSpec {
-            identity: identity.to_owned(),
-            grant: VideoGrant {
-                room: Some(room.to_owned()),
-                room_join: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .expect("token")
+    (listen(router.clone()).await, router)
 }
 
 async fn connect(addr: SocketAddr, room: &str, identity: &str) -> (Ws, lk::JoinResponse) {
@@ -77,22 +40,6 @@ async fn connect(addr: SocketAddr, room: &str, identity: &str) -> (Ws, lk::JoinR
         panic!("expected a join response, got {first:?}");
     };
     (ws, join)
-}
-
-/// The next signal response, or None when the server closed the socket.
-async fn next_response(ws: &mut Ws) -> Option<lk::SignalResponse> {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("no answer within 10 s");
-        match frame {
-            Some(Ok(Message::Binary(b))) => {
-                return Some(lk::SignalResponse::decode(b.as_ref()).expect("protobuf"));
-            }
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-            Some(Ok(_)) => continue,
-        }
-    }
 }
 
 /// Reads until a leave message or the socket closes; true if either came.
@@ -242,7 +189,7 @@ async fn connected_clients_get_a_refreshed_token() {
     loop {
         let r = next_response(&mut ws).await.expect("still connected");
         if let Some(lk::signal_response::Message::RefreshToken(token)) = r.message {
-            let keys = KeyStore::new(HashMap::from([("devkey".to_owned(), "secret".to_owned())]));
+            let keys = keys();
             let claims = keys.verify(&token).expect("a valid token");
             assert_eq!(claims.sub, "holder");
             assert_eq!(claims.join_room(), Ok("refresh-room"));
@@ -291,7 +238,7 @@ async fn an_admitted_guest_gets_a_token_that_rejoins_admitted() {
         },
     )
     .expect("token");
-    let keys = KeyStore::new(HashMap::from([("devkey".to_owned(), "secret".to_owned())]));
+    let keys = keys();
     let mut admitted = false;
     loop {
         let r = next_response(&mut ws).await.expect("still connected");
