@@ -177,60 +177,87 @@ fn room_name(name: &str) -> Result<RoomName, TwirpError> {
     crate::validate_room_name(name).map_err(|e| TwirpError::InvalidArgument(e.to_owned()))
 }
 
+/// A RoomService call, decoded.
+enum Call {
+    // Boxed: it is the one large request, with its egress options.
+    CreateRoom(Box<lk::CreateRoomRequest>),
+    ListRooms(lk::ListRoomsRequest),
+    DeleteRoom(lk::DeleteRoomRequest),
+    ListParticipants(lk::ListParticipantsRequest),
+    GetParticipant(lk::RoomParticipantIdentity),
+    RemoveParticipant(lk::RoomParticipantIdentity),
+    MutePublishedTrack(lk::MuteRoomTrackRequest),
+    UpdateParticipant(lk::UpdateParticipantRequest),
+    SendData(lk::SendDataRequest),
+}
+
 /// Where a call goes: to the node hosting one room, or to every node.
 enum Route {
     Room { name: RoomName, create: bool },
     All,
 }
 
-/// Decodes what a call needs to be checked and routed, and checks its
-/// grant, before anything runs anywhere.
-fn route(method: &str, enc: Encoding, body: &[u8], claims: &Claims) -> Result<Route, TwirpError> {
-    let room = |name: &str, create| -> Result<Route, TwirpError> {
-        Ok(Route::Room {
-            name: room_name(name)?,
-            create,
+impl Call {
+    fn decode(method: &str, enc: Encoding, body: &[u8]) -> Result<Self, TwirpError> {
+        Ok(match method {
+            "CreateRoom" => Self::CreateRoom(Box::new(decode(enc, body)?)),
+            "ListRooms" => Self::ListRooms(decode(enc, body)?),
+            "DeleteRoom" => Self::DeleteRoom(decode(enc, body)?),
+            "ListParticipants" => Self::ListParticipants(decode(enc, body)?),
+            "GetParticipant" => Self::GetParticipant(decode(enc, body)?),
+            "RemoveParticipant" => Self::RemoveParticipant(decode(enc, body)?),
+            "MutePublishedTrack" => Self::MutePublishedTrack(decode(enc, body)?),
+            "UpdateParticipant" => Self::UpdateParticipant(decode(enc, body)?),
+            "SendData" => Self::SendData(decode(enc, body)?),
+            other => {
+                return Err(TwirpError::BadRoute(format!(
+                    "no such method: livekit.RoomService/{other}"
+                )));
+            }
         })
-    };
-    let admin = |name: &str| -> Result<Route, TwirpError> {
-        authorize(claims, Need::Admin { room: name })?;
-        room(name, false)
-    };
-    match method {
-        "CreateRoom" => {
-            let req: lk::CreateRoomRequest = decode(enc, body)?;
-            authorize(claims, Need::Create)?;
-            if req.metadata.len() > salon_common::MAX_METADATA_BYTES {
-                return Err(TwirpError::InvalidArgument("metadata too large".to_owned()));
+    }
+
+    /// Checks the caller's grant and the request's limits, before anything
+    /// runs anywhere; answers where the call goes.
+    fn check(&self, claims: &Claims) -> Result<Route, TwirpError> {
+        let room = |name: &str, create| -> Result<Route, TwirpError> {
+            Ok(Route::Room {
+                name: room_name(name)?,
+                create,
+            })
+        };
+        let admin = |name: &str| -> Result<Route, TwirpError> {
+            authorize(claims, Need::Admin { room: name })?;
+            room(name, false)
+        };
+        match self {
+            Self::CreateRoom(req) => {
+                authorize(claims, Need::Create)?;
+                if req.metadata.len() > salon_common::MAX_METADATA_BYTES {
+                    return Err(TwirpError::InvalidArgument("metadata too large".to_owned()));
+                }
+                room(&req.name, true)
             }
-            room(&req.name, true)
-        }
-        "ListRooms" => {
-            let _: lk::ListRoomsRequest = decode(enc, body)?;
-            authorize(claims, Need::List)?;
-            Ok(Route::All)
-        }
-        "DeleteRoom" => {
-            let req: lk::DeleteRoomRequest = decode(enc, body)?;
-            authorize(claims, Need::Create)?;
-            room(&req.room, false)
-        }
-        "ListParticipants" => admin(&decode::<lk::ListParticipantsRequest>(enc, body)?.room),
-        "GetParticipant" | "RemoveParticipant" => {
-            admin(&decode::<lk::RoomParticipantIdentity>(enc, body)?.room)
-        }
-        "MutePublishedTrack" => admin(&decode::<lk::MuteRoomTrackRequest>(enc, body)?.room),
-        "UpdateParticipant" => admin(&decode::<lk::UpdateParticipantRequest>(enc, body)?.room),
-        "SendData" => {
-            let req: lk::SendDataRequest = decode(enc, body)?;
-            if req.data.len() > MAX_DATA_BYTES {
-                return Err(TwirpError::InvalidArgument("data too large".to_owned()));
+            Self::ListRooms(_) => {
+                authorize(claims, Need::List)?;
+                Ok(Route::All)
             }
-            admin(&req.room)
+            Self::DeleteRoom(req) => {
+                authorize(claims, Need::Create)?;
+                room(&req.room, false)
+            }
+            Self::ListParticipants(req) => admin(&req.room),
+            Self::GetParticipant(req) | Self::RemoveParticipant(req) => admin(&req.room),
+            Self::MutePublishedTrack(req) => admin(&req.room),
+            Self::UpdateParticipant(req) => admin(&req.room),
+            Self::SendData(req) => {
+                let route = admin(&req.room)?;
+                if req.data.len() > MAX_DATA_BYTES {
+                    return Err(TwirpError::InvalidArgument("data too large".to_owned()));
+                }
+                Ok(route)
+            }
         }
-        other => Err(TwirpError::BadRoute(format!(
-            "no such method: livekit.RoomService/{other}"
-        ))),
     }
 }
 
@@ -245,9 +272,10 @@ pub(crate) async fn room_service(
         .keys
         .verify(bearer(&headers))
         .map_err(TwirpError::Unauthenticated)?;
-    let route = route(&method, enc, &body, &claims)?;
+    let call = Call::decode(&method, enc, &body)?;
+    let route = call.check(&claims)?;
     match &state.backend {
-        Backend::Local(node) => local_call(node, &method, enc, &body).await,
+        Backend::Local(node) => local_call(node, call, enc).await,
         Backend::Fleet(fleet) => fleet_call(fleet, route, &method, enc, &headers, body).await,
     }
 }
@@ -307,15 +335,10 @@ impl From<FleetError> for TwirpError {
 }
 
 /// Runs a checked call on this process's node.
-async fn local_call(
-    node: &Node,
-    method: &str,
-    enc: Encoding,
-    body: &[u8],
-) -> Result<Response, TwirpError> {
-    match method {
-        "CreateRoom" => {
-            let req: lk::CreateRoomRequest = decode(enc, body)?;
+async fn local_call(node: &Node, call: Call, enc: Encoding) -> Result<Response, TwirpError> {
+    match call {
+        Call::CreateRoom(req) => {
+            let req = *req;
             let mut config = RoomConfig {
                 max_participants: req.max_participants,
                 metadata: req.metadata,
@@ -327,24 +350,20 @@ async fn local_call(
             let room = node.create_room(room_name(&req.name)?, config).await?;
             Ok(encode(enc, &room))
         }
-        "ListRooms" => {
-            let req: lk::ListRoomsRequest = decode(enc, body)?;
+        Call::ListRooms(req) => {
             let names: Vec<RoomName> = req.names.into_iter().map(RoomName::new).collect();
             let rooms = node.list_rooms(&names).await;
             Ok(encode(enc, &lk::ListRoomsResponse { rooms }))
         }
-        "DeleteRoom" => {
-            let req: lk::DeleteRoomRequest = decode(enc, body)?;
+        Call::DeleteRoom(req) => {
             node.delete_room(&room_name(&req.room)?).await?;
             Ok(encode(enc, &lk::DeleteRoomResponse {}))
         }
-        "ListParticipants" => {
-            let req: lk::ListParticipantsRequest = decode(enc, body)?;
+        Call::ListParticipants(req) => {
             let participants = node.list_participants(&room_name(&req.room)?).await?;
             Ok(encode(enc, &lk::ListParticipantsResponse { participants }))
         }
-        "GetParticipant" => {
-            let req: lk::RoomParticipantIdentity = decode(enc, body)?;
+        Call::GetParticipant(req) => {
             let p = node
                 .get_participant(
                     &room_name(&req.room)?,
@@ -353,8 +372,7 @@ async fn local_call(
                 .await?;
             Ok(encode(enc, &p))
         }
-        "RemoveParticipant" => {
-            let req: lk::RoomParticipantIdentity = decode(enc, body)?;
+        Call::RemoveParticipant(req) => {
             node.remove_participant(
                 &room_name(&req.room)?,
                 ParticipantIdentity::new(req.identity),
@@ -362,8 +380,7 @@ async fn local_call(
             .await?;
             Ok(encode(enc, &lk::RemoveParticipantResponse {}))
         }
-        "MutePublishedTrack" => {
-            let req: lk::MuteRoomTrackRequest = decode(enc, body)?;
+        Call::MutePublishedTrack(req) => {
             let track = node
                 .mute_published_track(
                     &room_name(&req.room)?,
@@ -377,20 +394,15 @@ async fn local_call(
                 &lk::MuteRoomTrackResponse { track: Some(track) },
             ))
         }
-        "UpdateParticipant" => {
-            let req: lk::UpdateParticipantRequest = decode(enc, body)?;
+        Call::UpdateParticipant(req) => {
             let room = room_name(&req.room)?;
             let p = node.update_participant(&room, req).await?;
             Ok(encode(enc, &p))
         }
-        "SendData" => {
-            let req: lk::SendDataRequest = decode(enc, body)?;
+        Call::SendData(req) => {
             let room = room_name(&req.room)?;
             node.send_data(&room, req).await?;
             Ok(encode(enc, &lk::SendDataResponse {}))
         }
-        other => Err(TwirpError::BadRoute(format!(
-            "no such method: livekit.RoomService/{other}"
-        ))),
     }
 }
