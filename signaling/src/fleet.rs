@@ -86,7 +86,7 @@ impl Fleet {
     }
 
     /// Leaves `node` out of placement for a while: it refused a connection.
-    pub(crate) fn mark_unreachable(&self, node: &NodeId) {
+    fn mark_unreachable(&self, node: &NodeId) {
         tracing::warn!(%node, "media node unreachable; placing its rooms elsewhere");
         self.unreachable().insert(node.clone(), Instant::now());
     }
@@ -137,7 +137,8 @@ impl Fleet {
     }
 
     /// Opens a participant's signal connection on `node`, with the query
-    /// (token, options) the client sent.
+    /// (token, options) the client sent. A node that cannot be reached is
+    /// left out of placement for a while.
     pub(crate) async fn connect_signal(
         &self,
         node: &NodeInfo,
@@ -152,15 +153,18 @@ impl Fleet {
             .max_message_size(Some(salon_common::MAX_SIGNAL_MESSAGE_BYTES))
             .max_frame_size(Some(salon_common::MAX_SIGNAL_MESSAGE_BYTES));
         let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
-        match tokio::time::timeout(NODE_TIMEOUT, connect).await {
-            Ok(Ok((socket, _))) => Ok(socket),
-            Ok(Err(err)) => Err(FleetError::Unreachable(node.id.clone(), err.to_string())),
-            Err(_) => Err(FleetError::Unreachable(node.id.clone(), "timed out".into())),
-        }
+        let failure = match tokio::time::timeout(NODE_TIMEOUT, connect).await {
+            Ok(Ok((socket, _))) => return Ok(socket),
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => "timed out".into(),
+        };
+        self.mark_unreachable(&node.id);
+        Err(FleetError::Unreachable(node.id.clone(), failure))
     }
 
     /// Sends an admin request to `node` as the client made it (same path,
-    /// body, content type and token) and returns the node's answer.
+    /// body, content type and token) and returns the node's answer. A node
+    /// that cannot be reached is left out of placement for a while.
     pub(crate) async fn forward(
         &self,
         node: &NodeInfo,
@@ -198,8 +202,13 @@ impl Fleet {
                 .to_bytes();
             Ok((status, content_type, body))
         };
-        tokio::time::timeout(NODE_TIMEOUT, call)
+        let answer = tokio::time::timeout(NODE_TIMEOUT, call)
             .await
-            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|_| unreachable("timed out".into()))
+            .and_then(|answer| answer);
+        if answer.is_err() {
+            self.mark_unreachable(&node.id);
+        }
+        answer
     }
 }

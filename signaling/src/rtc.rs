@@ -119,18 +119,15 @@ async fn open_on_node(
     room: &RoomName,
     query: &str,
 ) -> Result<NodeSocket, FleetError> {
-    let mut last = FleetError::NoNode;
-    for _ in 0..2 {
-        let node = fleet.place(room, true).await?;
-        match fleet.connect_signal(&node, query).await {
-            Ok(socket) => return Ok(socket),
-            Err(err) => {
-                fleet.mark_unreachable(&node.id);
-                last = err;
-            }
+    let node = fleet.place(room, true).await?;
+    match fleet.connect_signal(&node, query).await {
+        Ok(socket) => Ok(socket),
+        // That node is now left out: place the room again, once.
+        Err(_) => {
+            let node = fleet.place(room, true).await?;
+            fleet.connect_signal(&node, query).await
         }
     }
-    Err(last)
 }
 
 mod relay;

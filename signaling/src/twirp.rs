@@ -293,11 +293,7 @@ async fn fleet_call(
     match route {
         Route::Room { name, create } => {
             let node = fleet.place(&name, create).await?;
-            let answer = fleet.forward(&node, &path, headers, body).await;
-            if let Err(FleetError::Unreachable(id, _)) = &answer {
-                fleet.mark_unreachable(id);
-            }
-            let (status, content_type, body) = answer?;
+            let (status, content_type, body) = fleet.forward(&node, &path, headers, body).await?;
             Ok((status, [(header::CONTENT_TYPE, content_type)], body).into_response())
         }
         Route::All => {
