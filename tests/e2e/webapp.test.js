@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { startSalon } from './lib/salon.js';
 import * as webapp from './lib/webapp.js';
-import { launchBrowser, waitForMediaFrom, artifactsDir } from './lib/browser.js';
+import { launchBrowser, newPage, waitForMediaFrom, artifactsDir } from './lib/browser.js';
 
 let salon;
 let browser;
