@@ -70,6 +70,8 @@ pub(crate) struct Forwarder {
     pub(crate) publisher: ConnId,
     pub(crate) receiver: RTCRtpReceiverId,
     pub(crate) fanout: Fanout<DownTrack>,
+    /// The codec's RTP clock, for sender reports of the copies.
+    pub(crate) clock_rate: u32,
     levels: Option<(LevelSink, u8, LevelWindow)>,
 }
 
@@ -94,6 +96,7 @@ impl Forwarder {
             publisher,
             receiver,
             fanout: Fanout::new(codec.clock_rate, keyframe_codec),
+            clock_rate: codec.clock_rate,
             levels: levels
                 .filter(|_| !is_video)
                 .map(|(sink, ext)| (sink, ext, LevelWindow::default())),

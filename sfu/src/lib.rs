@@ -8,6 +8,7 @@ pub mod feedback;
 mod forwarder;
 pub mod negotiation;
 mod node;
+pub mod outbound;
 mod participant;
 pub mod quality;
 mod registry;
@@ -16,6 +17,7 @@ pub mod room;
 mod room_task;
 pub mod sdp;
 pub mod speakers;
+pub mod srtp;
 mod worker;
 
 pub use node::{JoinParams, Node, NodeConfig, NodeError, Placement, Session};

@@ -7,14 +7,14 @@
 use super::data::DataOut;
 use super::demux::Demux;
 use super::{ConnEvent, ConnId, ConnNotice, ConnRole, OpenConn, TrackKey, WorkerCommand};
-use crate::feedback::{FEEDBACK_SLOT, KeyframeRequestTap};
+use crate::feedback::{FEEDBACK_SLOT, KeyframeRequestTap, Nack};
 use crate::forwarder::{Forwarder, ForwarderCommand, ForwarderHandle};
+use crate::outbound::{BufferPool, OutPacket, Outbound, REPORT_INTERVAL, StreamInfo};
 use crate::rewriter::Rank;
+use crate::srtp::KeyTap;
 use bytes::BytesMut;
 use rtc::ice::tcp_type::TcpType;
-use rtc::interceptor::{
-    NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder, SenderReportBuilder,
-};
+use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder};
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_simulcast_extension_headers, configure_twcc_receiver_only,
@@ -22,6 +22,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
@@ -37,7 +38,8 @@ use salon_common::ParticipantSid;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
 pub(crate) const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -62,6 +64,15 @@ pub(crate) struct Connection {
     /// The timeout last handed to the timer heap.
     next_timeout: Option<Instant>,
     dirty: bool,
+    /// Subscriber connections: where their SRTP keys show up.
+    keys: Option<Arc<KeyTap>>,
+    /// What the subscriber asks to be sent again.
+    nacks: Option<std::sync::mpsc::Receiver<Nack>>,
+    /// Subscriber connections once connected: what they send outside
+    /// webrtc-rs's pipeline.
+    outbound: Option<Outbound>,
+    /// Where webrtc-rs last sent DTLS or SRTP: the selected candidate pair.
+    peer: Option<(TransportProtocol, SocketAddr)>,
 }
 
 impl Connection {
@@ -101,6 +112,11 @@ pub(crate) struct WorkerCore {
     /// Connections whose webrtc-rs code panicked, to close.
     broken: Vec<ConnId>,
     transmits: VecDeque<Transmit>,
+    /// Buffers for forwarded packets, back from the shell once sent.
+    pool: BufferPool,
+    /// The wall clock at an instant, for sender reports.
+    clock: (Instant, SystemTime),
+    next_report: Instant,
     /// Reused between flushes so that reading a connection allocates nothing.
     inbox: Vec<RTCMessage>,
     events: Vec<RTCPeerConnectionEvent>,
@@ -112,10 +128,13 @@ pub(crate) struct WorkerCore {
 const MAX_TRANSMITS: usize = 65_536;
 
 impl WorkerCore {
+    /// `clock` is the wall clock at an instant: the core reads no clock
+    /// but sender reports carry wall-clock time.
     pub(crate) fn new(
         udp_addr: SocketAddr,
         tcp_addr: Option<SocketAddr>,
         handle: mpsc::WeakUnboundedSender<WorkerCommand>,
+        clock: (Instant, SystemTime),
     ) -> Self {
         Self {
             udp_addr,
@@ -128,6 +147,9 @@ impl WorkerCore {
             dirty: Vec::new(),
             broken: Vec::new(),
             transmits: VecDeque::new(),
+            pool: BufferPool::default(),
+            clock,
+            next_report: clock.0 + REPORT_INTERVAL,
             inbox: Vec::new(),
             events: Vec::new(),
             next_id: 1,
@@ -203,11 +225,11 @@ impl WorkerCore {
         // Entries superseded by a later timeout of the same connection are skipped.
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             if self.conns.get(&id).and_then(|c| c.next_timeout) == Some(at) {
-                return Some(at);
+                return Some(at.min(self.next_report));
             }
             self.timers.pop();
         }
-        None
+        Some(self.next_report)
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
@@ -230,6 +252,10 @@ impl WorkerCore {
             }
             mark(&mut self.dirty, id, conn);
         }
+        if now >= self.next_report {
+            self.next_report = now + REPORT_INTERVAL;
+            self.send_reports(now);
+        }
         self.flush(now);
         self.close_broken();
     }
@@ -239,11 +265,39 @@ impl WorkerCore {
         self.transmits.pop_front()
     }
 
+    /// Takes back a datagram's buffer once the shell has sent it.
+    pub(crate) fn recycle(&mut self, datagram: BytesMut) {
+        self.pool.give(datagram);
+    }
+
+    /// Sender reports for the streams subscribers get outside webrtc-rs's
+    /// pipeline, which therefore cannot report them itself.
+    fn send_reports(&mut self, now: Instant) {
+        let wall = self.clock.1 + now.saturating_duration_since(self.clock.0);
+        for (&id, conn) in &mut self.conns {
+            let Some(outbound) = conn.outbound.as_mut() else {
+                continue;
+            };
+            for (sender, report) in outbound.reports(now, wall) {
+                let Some(mut sender) = conn.pc.rtp_sender(sender) else {
+                    continue;
+                };
+                match guarded(|| sender.write_rtcp(now, vec![Box::new(report)])) {
+                    Some(Ok(())) => {}
+                    Some(Err(err)) => tracing::trace!(%err, "sender report"),
+                    None => self.broken.push(id),
+                }
+            }
+            mark(&mut self.dirty, id, conn);
+        }
+    }
+
     fn open(&mut self, now: Instant, open: OpenConn) -> Result<ConnId, String> {
         let id = ConnId(self.next_id);
         self.next_id += 1;
         let ufrag = random_token(16);
-        let mut pc = build_pc(now, &open, ufrag.clone()).map_err(|e| e.to_string())?;
+        let (mut pc, keys, nacks) =
+            build_pc(now, &open, ufrag.clone()).map_err(|e| e.to_string())?;
         let data_out = match open.role {
             ConnRole::Subscriber { .. } => Some(DataOut::open(&mut pc).map_err(|e| e.to_string())?),
             ConnRole::Publisher { .. } => None,
@@ -263,6 +317,10 @@ impl WorkerCore {
             tracks: HashMap::new(),
             next_timeout: None,
             dirty: false,
+            keys,
+            nacks,
+            outbound: None,
+            peer: None,
         };
         let mut candidates = vec![host_candidate(self.udp_addr, TcpType::Unspecified)?];
         if let Some(tcp) = self.tcp_addr {
@@ -354,10 +412,17 @@ impl WorkerCore {
                         inbox.push(message.message);
                     }
                     while let Some(out) = conn.pc.poll_write() {
+                        // STUN may probe other pairs; DTLS and SRTP(C) go
+                        // to the selected one.
+                        if out.message.first().is_some_and(|&b| b >= 20) {
+                            conn.peer =
+                                Some((out.transport.transport_protocol, out.transport.peer_addr));
+                        }
                         queue(transmits, out);
                     }
                     conn.pc.poll_timeout()
                 });
+                resend_nacked(conn, &mut self.pool, transmits);
                 match polled {
                     Some(next) if next != conn.next_timeout => {
                         conn.next_timeout = next;
@@ -385,7 +450,12 @@ impl WorkerCore {
             return;
         };
         let notice = match event {
-            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => ConnEvent::State(state),
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                if state == RTCPeerConnectionState::Connected {
+                    start_outbound(conn);
+                }
+                ConnEvent::State(state)
+            }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 let rank = init.rid.as_deref().map_or(Rank::SINGLE, Rank::of_rid);
                 conn.ranks.insert(init.ssrc, rank);
@@ -520,10 +590,39 @@ impl WorkerCore {
             return;
         };
         forwarder.on_packet(now, rank, &mut packet);
+        let clock_rate = forwarder.clock_rate;
         for (down, route) in forwarder.fanout.routes() {
             let Some(sub) = self.conns.get_mut(&down.conn) else {
                 continue;
             };
+            if let (Some(outbound), Some((protocol, to))) = (sub.outbound.as_mut(), sub.peer) {
+                let info = StreamInfo {
+                    sender: down.sender,
+                    clock_rate,
+                };
+                let out = OutPacket {
+                    ssrc: down.ssrc,
+                    payload_type: down.payload_type,
+                    sequence: route.sequence,
+                    timestamp: route.timestamp,
+                    marker: packet.header.marker,
+                    payload: &packet.payload,
+                };
+                match outbound.send(now, info, out, &mut self.pool) {
+                    Ok(datagram) => push(
+                        &mut self.transmits,
+                        Transmit {
+                            protocol,
+                            to,
+                            datagram,
+                        },
+                    ),
+                    Err(err) => tracing::trace!(%err, "protecting a forwarded packet"),
+                }
+                continue;
+            }
+            // Until the connection is up (or if its keys were not found),
+            // through webrtc-rs's pipeline.
             let Some(mut sender) = sub.pc.rtp_sender(down.sender) else {
                 continue;
             };
@@ -546,14 +645,60 @@ impl WorkerCore {
 }
 
 fn queue(transmits: &mut VecDeque<Transmit>, out: TaggedBytesMut) {
+    push(
+        transmits,
+        Transmit {
+            protocol: out.transport.transport_protocol,
+            to: out.transport.peer_addr,
+            datagram: out.message,
+        },
+    );
+}
+
+fn push(transmits: &mut VecDeque<Transmit>, transmit: Transmit) {
     if transmits.len() >= MAX_TRANSMITS {
         transmits.pop_front();
     }
-    transmits.push_back(Transmit {
-        protocol: out.transport.transport_protocol,
-        to: out.transport.peer_addr,
-        datagram: out.message,
-    });
+    transmits.push_back(transmit);
+}
+
+/// Once a subscriber connection is up, its keys are known and forwarded
+/// packets bypass webrtc-rs's pipeline.
+fn start_outbound(conn: &mut Connection) {
+    let Some(keys) = conn.keys.as_ref() else {
+        return;
+    };
+    match keys.sender() {
+        Some(srtp) => {
+            tracing::debug!(profile = ?srtp.profile(), "forwarding outside webrtc-rs's pipeline");
+            conn.outbound = Some(Outbound::new(srtp));
+        }
+        None => tracing::warn!(
+            participant = %conn.owner,
+            "no SRTP keys seen for a subscriber connection; forwarding through webrtc-rs"
+        ),
+    }
+}
+
+/// Sends again what the subscriber NACKed, from the connection's history.
+fn resend_nacked(conn: &mut Connection, pool: &mut BufferPool, transmits: &mut VecDeque<Transmit>) {
+    let (Some(nacks), Some(outbound), Some((protocol, to))) =
+        (conn.nacks.as_ref(), conn.outbound.as_mut(), conn.peer)
+    else {
+        return;
+    };
+    while let Ok((ssrc, sequence)) = nacks.try_recv() {
+        if let Some(datagram) = outbound.resend(ssrc, sequence, pool) {
+            push(
+                transmits,
+                Transmit {
+                    protocol,
+                    to,
+                    datagram,
+                },
+            );
+        }
+    }
 }
 
 /// A host candidate for one of the worker's sockets.
@@ -633,11 +778,17 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
+type Built = (
+    RTCPeerConnection,
+    Option<Arc<KeyTap>>,
+    Option<std::sync::mpsc::Receiver<Nack>>,
+);
+
 fn build_pc(
     now: Instant,
     open: &OpenConn,
     ufrag: String,
-) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
+) -> Result<Built, rtc::shared::error::Error> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
     // Microphones' levels tell who is speaking.
@@ -661,6 +812,10 @@ fn build_pc(
     configure_simulcast_extension_headers(&mut media)?;
     // Each interceptor handles every packet of the connection, so each
     // side gets only those that do something for its direction.
+    let mut settings =
+        crate::participant::setting_engine_builder().with_ice_credentials(ufrag, random_token(32));
+    let mut keys = None;
+    let mut nacks = None;
     let registry = match &open.role {
         ConnRole::Publisher { .. } => {
             // Transport-wide feedback drives the browser's own uplink estimate.
@@ -668,22 +823,31 @@ fn build_pc(
                 .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
                 .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
         }
-        ConnRole::Subscriber { keyframe_requests } => Registry::new()
-            .with(Slot::NackResponder, NackResponderBuilder::new().build())
-            .with(Slot::SenderReport, SenderReportBuilder::new().build())
-            .with(
+        ConnRole::Subscriber { keyframe_requests } => {
+            // Forwarded packets skip webrtc-rs's pipeline (outbound.rs),
+            // so its NACK responder and sender reports would know nothing
+            // of them: the worker does both, and the tap brings it the NACKs.
+            let (tx, rx) = std::sync::mpsc::channel();
+            nacks = Some(rx);
+            let crypto = rtc::crypto::default_provider()
+                .map_err(|e| rtc::shared::error::Error::Crypto(e.to_string()))?;
+            let tap = Arc::new(KeyTap::new(crypto));
+            settings = settings
+                .with_crypto_provider(tap.clone())
+                .with_srtp_protection_profiles(crate::srtp::offered_profiles());
+            keys = Some(tap);
+            Registry::new().with(
                 Slot::from(FEEDBACK_SLOT),
-                KeyframeRequestTap::new(keyframe_requests.clone()),
-            ),
+                KeyframeRequestTap::new(keyframe_requests.clone()).with_nacks(tx),
+            )
+        }
     };
-    let settings = crate::participant::setting_engine_builder()
-        .with_ice_credentials(ufrag, random_token(32))
-        .build();
-    RTCPeerConnectionBuilder::new()
-        .with_setting_engine(settings)
+    let pc = RTCPeerConnectionBuilder::new()
+        .with_setting_engine(settings.build())
         .with_media_engine(media)
         .with_interceptor_registry(registry)
-        .build(now)
+        .build(now)?;
+    Ok((pc, keys, nacks))
 }
 
 #[cfg(test)]
@@ -695,7 +859,15 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         let udp = SocketAddr::from(([127, 0, 0, 1], 40000));
         let tcp = SocketAddr::from(([127, 0, 0, 1], 40000));
-        (WorkerCore::new(udp, Some(tcp), tx.downgrade()), tx)
+        (
+            WorkerCore::new(
+                udp,
+                Some(tcp),
+                tx.downgrade(),
+                (Instant::now(), SystemTime::now()),
+            ),
+            tx,
+        )
     }
 
     fn open(core: &mut WorkerCore, notices: &mpsc::UnboundedSender<ConnNotice>) -> ConnId {

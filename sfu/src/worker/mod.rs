@@ -299,7 +299,9 @@ fn run(
             }
         };
         tracing::info!(%udp_addr, %tcp_addr, "media worker listening (UDP, ICE-TCP)");
-        let core = self::core::WorkerCore::new(udp_addr, Some(tcp_addr), handle.tx.downgrade());
+        let clock = (Instant::now(), std::time::SystemTime::now());
+        let core =
+            self::core::WorkerCore::new(udp_addr, Some(tcp_addr), handle.tx.downgrade(), clock);
         drop(handle);
         shell(core, udp, tcp, commands, sent).await;
     });
@@ -375,6 +377,7 @@ fn send_queued(
             // A full send buffer drops the datagram, as the network could.
             Err(err) => tracing::trace!(%err, "media socket write"),
         }
+        core.recycle(out.datagram);
     }
     if count > 0 {
         sent.fetch_add(count, Ordering::Relaxed);
