@@ -25,14 +25,30 @@ export function lossTable(name = `salon_e2e_${process.pid}`) {
     drop(from, to, percent) {
       nft(`add rule inet ${name} in udp sport ${from} udp dport ${to} numgen random mod 100 < ${percent} counter drop\n`);
     },
+    /// Like `drop`, but only for the RTP packets of stream `ssrc`, which
+    /// then escape the rules added after it, and counted apart (see
+    /// `dropped`). SRTP leaves the RTP header in the clear, so the SSRC is
+    /// at bytes 8-11 of the UDP payload, bit 128 of the transport header.
+    dropStream(from, to, percent, ssrc) {
+      const match = `udp sport ${from} udp dport ${to} @th,128,32 ${ssrc}`;
+      nft(
+        `add rule inet ${name} in ${match} numgen random mod 100 < ${percent} counter drop comment "ssrc ${ssrc}"\n` +
+          `add rule inet ${name} in ${match} accept\n`,
+      );
+    },
     /// Drops nothing any more.
     clear() {
       nft(`flush chain inet ${name} in\n`);
     },
-    /// Packets the rules dropped so far.
-    dropped() {
+    /// Packets the rules dropped so far; with `ssrc`, only those of
+    /// `dropStream(…, ssrc)`.
+    dropped(ssrc) {
       const out = execFileSync(nftPath(), ['list', 'chain', 'inet', name, 'in'], { encoding: 'utf8' });
-      return [...out.matchAll(/counter packets (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+      return out
+        .split('\n')
+        .filter((line) => ssrc === undefined || line.includes(`comment "ssrc ${ssrc}"`))
+        .flatMap((line) => [...line.matchAll(/counter packets (\d+)/g)])
+        .reduce((n, m) => n + Number(m[1]), 0);
     },
     remove() {
       // `table … {}` first, so that deleting never fails on a missing table.
