@@ -109,6 +109,7 @@ impl<S> Fanout<S> {
     ) {
         self.routes.clear();
         self.layers.observe(now, rank, ssrc);
+        self.layers.measure(now, rank, payload.len());
         let keyframe = self.keyframe_codec.is_none_or(|c| c.is_keyframe(payload));
         for (index, d) in self.downs.iter_mut().enumerate() {
             if let Verdict::Forward {
@@ -125,6 +126,21 @@ impl<S> Fanout<S> {
                 });
             }
         }
+    }
+
+    /// Fits the layer of every subscriber `budget` picks to what its link
+    /// carries: `budget` gives a sink's share of its subscriber's bandwidth
+    /// estimate in bits per second, or `None` for no limit.
+    pub fn fit(&mut self, now: Instant, mut budget: impl FnMut(&S) -> Option<u64>) {
+        for d in &mut self.downs {
+            let rank = budget(&d.sink).map_or(Rank::HIGH, |b| self.layers.fitting(now, b));
+            d.rewriter.set_budget(rank);
+        }
+    }
+
+    /// Every subscriber's sink.
+    pub fn sinks(&self) -> impl Iterator<Item = &S> + '_ {
+        self.downs.iter().map(|d| &d.sink)
     }
 
     /// The sinks the last packet goes to, with its numbers for each.

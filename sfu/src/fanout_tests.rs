@@ -367,3 +367,49 @@ fn a_subscriber_that_lost_its_picture_gets_a_throttled_keyframe_of_its_layer() {
     );
     assert_eq!(sim.fanout.keyframe_lost(now, &sid("nobody")), None);
 }
+
+#[test]
+fn a_subscriber_whose_link_shrinks_gets_the_layer_that_fits_and_climbs_back() {
+    let mut sim = Sim::new();
+    sim.subscribe("ana");
+    sim.subscribe("bob");
+    let all = |_: u32, _: &str| true;
+    // Two seconds, so that every layer's bitrate is measured: here about
+    // 0.5 kb/s for q, 1 kb/s for h and 2 kb/s for f (tiny simulated frames).
+    sim.run(0..60, all);
+    let bob_gets = |budget: u64| move |name: &&'static str| (*name == "bob").then_some(budget);
+    // Bob's estimate drops: h fits, f does not. Ana has no estimate.
+    sim.fanout.fit(sim.at(60), bob_gets(1_400));
+    sim.run(60..120, all);
+    // Nothing fits: the lowest layer beats no picture.
+    sim.fanout.fit(sim.at(120), bob_gets(200));
+    sim.run(120..180, all);
+    // The link recovers.
+    sim.fanout.fit(sim.at(180), bob_gets(1_000_000));
+    sim.run(180..240, all);
+
+    let ana = &sim.out["ana"];
+    let bob = &sim.out["bob"];
+    assert_continuous("ana", ana);
+    assert_continuous("bob", bob);
+    assert_eq!(layers_between(ana, sim.at(10), sim.at(240)), vec![33]);
+    assert_eq!(layers_between(bob, sim.at(10), sim.at(60)), vec![33]);
+    assert_eq!(layers_between(bob, sim.at(80), sim.at(120)), vec![22]);
+    assert_eq!(layers_between(bob, sim.at(140), sim.at(180)), vec![11]);
+    assert_eq!(layers_between(bob, sim.at(200), sim.at(240)), vec![33]);
+}
+
+#[test]
+fn a_budget_never_raises_a_subscriber_above_what_it_asked_for() {
+    let mut sim = Sim::new();
+    sim.subscribe("bob");
+    sim.fanout
+        .set_demand(&sid("bob"), Demand::UpTo(Rank::MEDIUM));
+    sim.run(0..60, |_, _| true);
+    sim.fanout.fit(sim.at(60), |_| Some(1_000_000));
+    sim.run(60..120, |_, _| true);
+    assert_eq!(
+        layers_between(&sim.out["bob"], sim.at(10), sim.at(120)),
+        vec![22]
+    );
+}

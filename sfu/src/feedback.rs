@@ -1,19 +1,21 @@
-//! Keyframe requests and NACKs from subscribers.
+//! Keyframe requests, NACKs and transport-wide feedback from subscribers.
 //!
 //! webrtc-rs ends every interceptor chain with a stage that drops inbound
 //! RTCP the application did not ask for, and routes a compound RTCP packet
 //! by its first report only, so a PLI behind a receiver report can land on
 //! the wrong track or nowhere. This interceptor sits last in the chain and
 //! hands the SSRC of every PLI and FIR straight to the session, which knows
-//! which forwarder sends that SSRC, and every NACKed packet to the worker,
-//! which resends it from its own history (webrtc-rs's NACK responder only
-//! knows packets that went through its pipeline, and forwarded ones do
-//! not). The load generator uses it on its publishing connections to hear
+//! which forwarder sends that SSRC, and NACKs and transport-wide feedback
+//! to the worker, which resends from its own history and estimates the
+//! subscriber's bandwidth (webrtc-rs's NACK responder and congestion
+//! control only know packets that went through its pipeline, and
+//! forwarded ones do not). The load generator uses it on its publishing connections to hear
 //! keyframe requests too.
 
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -24,13 +26,17 @@ use tokio::sync::mpsc;
 /// Just after every built-in slot of the default chain.
 pub const FEEDBACK_SLOT: usize = 14_000;
 
-/// A packet a subscriber asks for again: the SSRC we sent it on and its
-/// sequence number.
-pub type Nack = (u32, u16);
+/// What a subscriber says about the packets it got, for the worker.
+pub enum Feedback {
+    /// A packet to send again: the SSRC we sent it on and its sequence number.
+    Nack(u32, u16),
+    /// When each packet arrived, by transport-wide sequence number.
+    TransportCc(TransportLayerCc),
+}
 
 pub struct KeyframeRequestTap {
     requests: mpsc::UnboundedSender<u32>,
-    nacks: Option<std::sync::mpsc::Sender<Nack>>,
+    feedback: Option<std::sync::mpsc::Sender<Feedback>>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
@@ -39,15 +45,15 @@ impl KeyframeRequestTap {
     pub fn new(requests: mpsc::UnboundedSender<u32>) -> Self {
         Self {
             requests,
-            nacks: None,
+            feedback: None,
             reads: VecDeque::new(),
             writes: VecDeque::new(),
         }
     }
 
-    /// Hands every NACKed packet to `nacks`.
-    pub fn with_nacks(mut self, nacks: std::sync::mpsc::Sender<Nack>) -> Self {
-        self.nacks = Some(nacks);
+    /// Hands NACKs and transport-wide feedback to `feedback`.
+    pub fn with_feedback(mut self, feedback: std::sync::mpsc::Sender<Feedback>) -> Self {
+        self.feedback = Some(feedback);
         self
     }
 }
@@ -69,13 +75,15 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
                     for entry in &fir.fir {
                         let _ = self.requests.send(entry.ssrc);
                     }
-                } else if let (Some(nacks), Some(nack)) =
-                    (&self.nacks, any.downcast_ref::<TransportLayerNack>())
-                {
-                    for pair in &nack.nacks {
-                        for sequence in *pair {
-                            let _ = nacks.send((nack.media_ssrc, sequence));
+                } else if let Some(feedback) = &self.feedback {
+                    if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                        for pair in &nack.nacks {
+                            for sequence in *pair {
+                                let _ = feedback.send(Feedback::Nack(nack.media_ssrc, sequence));
+                            }
                         }
+                    } else if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
+                        let _ = feedback.send(Feedback::TransportCc(cc.clone()));
                     }
                 }
             }

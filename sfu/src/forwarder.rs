@@ -72,6 +72,8 @@ pub(crate) struct Forwarder {
     pub(crate) fanout: Fanout<DownTrack>,
     /// The codec's RTP clock, for sender reports of the copies.
     pub(crate) clock_rate: u32,
+    /// Video layers are fitted to subscribers' bandwidth; audio is not.
+    pub(crate) video: bool,
     levels: Option<(LevelSink, u8, LevelWindow)>,
 }
 
@@ -97,6 +99,7 @@ impl Forwarder {
             receiver,
             fanout: Fanout::new(codec.clock_rate, keyframe_codec),
             clock_rate: codec.clock_rate,
+            video: is_video,
             levels: levels
                 .filter(|_| !is_video)
                 .map(|(sink, ext)| (sink, ext, LevelWindow::default())),

@@ -1,12 +1,15 @@
 //! What a subscriber connection sends outside webrtc-rs's pipeline: each
 //! forwarded packet is written once, into a pooled buffer, with the
 //! subscriber's header and SRTP (`srtp.rs`). Because those packets bypass
-//! webrtc-rs's interceptors, this is also where their history for NACKs
-//! and the counts for sender reports live. Sans-IO.
+//! webrtc-rs's interceptors, this is also where their history for NACKs,
+//! the counts for sender reports and the transport-wide sequence numbers
+//! the bandwidth estimate comes from live. Sans-IO.
 
 use crate::srtp::{Rollover, SrtpError, SrtpSender};
 use bytes::{Bytes, BytesMut};
+use rtc::interceptor::{BandwidthEstimator, Gcc, History, convert_twcc};
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +28,18 @@ const BUFFER_CAPACITY: usize = 2048;
 /// Free buffers kept; a burst beyond it allocates, and the surplus is dropped.
 const POOL_SIZE: usize = 4096;
 const RTP_HEADER_LEN: usize = 12;
+/// With the transport-wide sequence number: a one-byte-header extension
+/// block (RFC 8285) of one word holding it.
+const RTP_HEADER_WITH_TWCC_LEN: usize = 20;
+/// Sent packets whose feedback has not come by then count as lost and are
+/// forgotten.
+const FEEDBACK_WAIT: Duration = Duration::from_secs(2);
+/// Where a subscriber's estimate starts: high enough for the best layer of
+/// a camera, so that a new subscriber does not climb from the bottom; the
+/// first congestion brings it down within a round trip or two.
+const INITIAL_ESTIMATE: f64 = 2_500_000.0;
+const MIN_ESTIMATE: f64 = 100_000.0;
+const MAX_ESTIMATE: f64 = 50_000_000.0;
 
 /// Datagram buffers, reused once the shell has sent them.
 #[derive(Default)]
@@ -102,10 +117,22 @@ impl OutStream {
     }
 }
 
+/// Transport-wide congestion control (the TWCC header extension and its
+/// feedback) on one connection: what was sent when, joined with when the
+/// subscriber got it, into webrtc-rs's GCC estimator.
+struct Congestion {
+    /// The extension's id in the connection's negotiation.
+    ext: u8,
+    next: u16,
+    history: History,
+    estimator: Gcc,
+}
+
 /// The streams one subscriber connection sends, and their SRTP.
 pub struct Outbound {
     srtp: SrtpSender,
     streams: HashMap<u32, OutStream>,
+    congestion: Option<Congestion>,
 }
 
 impl Outbound {
@@ -113,7 +140,46 @@ impl Outbound {
         Self {
             srtp,
             streams: HashMap::new(),
+            congestion: None,
         }
+    }
+
+    /// Numbers every packet for transport-wide feedback from now on, with
+    /// extension id `ext`, or stops if `None` (the subscriber did not
+    /// accept the extension).
+    pub fn set_transport_cc(&mut self, ext: Option<u8>) {
+        match (ext, self.congestion.as_mut()) {
+            (None, _) => self.congestion = None,
+            (Some(ext), Some(cc)) => cc.ext = ext,
+            (Some(ext), None) => {
+                self.congestion = Some(Congestion {
+                    ext,
+                    next: 0,
+                    history: History::new(),
+                    estimator: Gcc::new(INITIAL_ESTIMATE, MIN_ESTIMATE, MAX_ESTIMATE),
+                });
+            }
+        }
+    }
+
+    /// Takes the subscriber's transport-wide feedback.
+    pub fn on_transport_feedback(&mut self, now: Instant, feedback: &TransportLayerCc) {
+        let Some(cc) = self.congestion.as_mut() else {
+            return;
+        };
+        for ack in convert_twcc(feedback) {
+            cc.history.on_twcc_feedback(now, ack);
+        }
+        let reports = cc.history.take_reports();
+        cc.estimator.on_reports(now, &reports);
+    }
+
+    /// What the subscriber's link carries, in bits per second, if it
+    /// gives feedback to tell.
+    pub fn estimate(&self) -> Option<u64> {
+        self.congestion
+            .as_ref()
+            .map(|cc| cc.estimator.target_bitrate() as u64)
     }
 
     /// The protected datagram of `packet`, noted for retransmission and
@@ -144,12 +210,20 @@ impl Outbound {
         stream.packets = stream.packets.wrapping_add(1);
         stream.octets = stream.octets.wrapping_add(packet.payload.len() as u32);
         stream.last = Some((packet.timestamp, now));
-        write(&mut self.srtp, pool, packet, roc)
+        let datagram = write(&mut self.srtp, pool, packet, roc, self.congestion.as_mut())?;
+        note_departure(self.congestion.as_mut(), now, &packet, datagram.len());
+        Ok(datagram)
     }
 
     /// The datagram that sends packet `sequence` of stream `ssrc` again, if
     /// it is still in the history.
-    pub fn resend(&mut self, ssrc: u32, sequence: u16, pool: &mut BufferPool) -> Option<BytesMut> {
+    pub fn resend(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        sequence: u16,
+        pool: &mut BufferPool,
+    ) -> Option<BytesMut> {
         let stream = self.streams.get_mut(&ssrc)?;
         let sent = stream
             .history
@@ -167,7 +241,9 @@ impl Outbound {
         let roc = stream.rollover.of(sequence);
         stream.packets = stream.packets.wrapping_add(1);
         stream.octets = stream.octets.wrapping_add(sent.payload.len() as u32);
-        write(&mut self.srtp, pool, packet, roc).ok()
+        let datagram = write(&mut self.srtp, pool, packet, roc, self.congestion.as_mut()).ok()?;
+        note_departure(self.congestion.as_mut(), now, &packet, datagram.len());
+        Some(datagram)
     }
 
     /// A sender report for every stream that sent lately, `wall` being the
@@ -178,6 +254,11 @@ impl Outbound {
         wall: SystemTime,
     ) -> Vec<(RTCRtpSenderId, SenderReport)> {
         let ntp = ntp_time(wall);
+        if let Some(cc) = self.congestion.as_mut()
+            && let Some(cutoff) = now.checked_sub(FEEDBACK_WAIT)
+        {
+            cc.history.prune_before(cutoff);
+        }
         let mut reports = Vec::new();
         for (&ssrc, stream) in &mut self.streams {
             let Some((timestamp, at)) = stream.last else {
@@ -207,25 +288,52 @@ impl Outbound {
     }
 }
 
-/// Writes `packet` with a plain 12-byte header (no extensions: their ids
-/// are the publisher's, negotiated on another connection) and protects it.
+/// Writes `packet` with a 12-byte header and, if the connection gives
+/// transport-wide feedback, the next transport-wide sequence number as the
+/// one extension (the publisher's extensions are not copied: their ids
+/// were negotiated on another connection), and protects it.
 fn write(
     srtp: &mut SrtpSender,
     pool: &mut BufferPool,
     packet: OutPacket<'_>,
     roc: u32,
+    congestion: Option<&mut Congestion>,
 ) -> Result<BytesMut, SrtpError> {
     let mut buf = pool.take();
+    let extension = if congestion.is_some() { 0x10 } else { 0 };
     buf.extend_from_slice(&[
-        0x80,
+        0x80 | extension,
         (u8::from(packet.marker) << 7) | (packet.payload_type & 0x7f),
     ]);
     buf.extend_from_slice(&packet.sequence.to_be_bytes());
     buf.extend_from_slice(&packet.timestamp.to_be_bytes());
     buf.extend_from_slice(&packet.ssrc.to_be_bytes());
+    let header_len = match congestion {
+        Some(cc) => {
+            let [hi, lo] = cc.next.to_be_bytes();
+            // 0xBEDE, one word: the element (id, length 2 - 1) and a pad byte.
+            buf.extend_from_slice(&[0xbe, 0xde, 0x00, 0x01, (cc.ext << 4) | 1, hi, lo, 0]);
+            RTP_HEADER_WITH_TWCC_LEN
+        }
+        None => RTP_HEADER_LEN,
+    };
     buf.extend_from_slice(packet.payload);
-    srtp.protect(&mut buf, RTP_HEADER_LEN, packet.ssrc, roc, packet.sequence)?;
+    srtp.protect(&mut buf, header_len, packet.ssrc, roc, packet.sequence)?;
     Ok(buf)
+}
+
+/// Notes for the bandwidth estimate that the packet just written leaves now.
+fn note_departure(
+    congestion: Option<&mut Congestion>,
+    now: Instant,
+    packet: &OutPacket<'_>,
+    size: usize,
+) {
+    if let Some(cc) = congestion {
+        cc.history
+            .add_outgoing(packet.ssrc, packet.sequence, true, cc.next, size, now);
+        cc.next = cc.next.wrapping_add(1);
+    }
 }
 
 /// NTP's 64-bit fixed-point time (seconds since 1900 and a 32-bit fraction).

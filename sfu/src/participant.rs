@@ -8,7 +8,8 @@ use crate::quality::{QualityMeter, Sample};
 use crate::room::RoomInput;
 use crate::room_task::RoomEvent;
 use crate::worker::{
-    AUDIO_LEVEL_URI, Conn, ConnEvent, ConnNotice, ConnRole, OpenConn, WorkerError, WorkerHandle,
+    AUDIO_LEVEL_URI, Conn, ConnEvent, ConnNotice, ConnRole, OpenConn, TRANSPORT_CC_URI,
+    WorkerError, WorkerHandle,
 };
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
@@ -396,10 +397,17 @@ impl Session {
             // A stale or unsolicited answer: nothing to apply it to.
             return Ok(());
         }
+        // Where the client numbers what it receives for transport-wide
+        // feedback, Salon's estimate of its downlink comes from.
+        let transport_cc = crate::sdp::extmap_id(&answer.sdp, TRANSPORT_CC_URI);
         let desc = RTCSessionDescription::answer(answer.sdp)
             .map_err(|_| SessionError::BadSignal("malformed answer SDP"))?;
         self.subscriber
-            .with(move |conn, now| conn.pc.set_remote_description(now, desc))
+            .with(move |conn, now| {
+                conn.pc.set_remote_description(now, desc)?;
+                conn.set_transport_cc(transport_cc);
+                Ok::<_, rtc::shared::error::Error>(())
+            })
             .await?
             .map_err(|_| SessionError::BadSignal("answer SDP rejected"))?;
         self.flush_early_candidates(lk::SignalTarget::Subscriber)

@@ -75,6 +75,7 @@ impl Demand {
 #[derive(Debug, Default, Clone)]
 pub struct LayerTable {
     seen: [Option<Seen>; Rank::COUNT],
+    rates: [Rate; Rank::COUNT],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -83,10 +84,57 @@ struct Seen {
     at: Instant,
 }
 
+/// How often a layer's bitrate is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The bytes one layer carried in the current window and its rate over
+/// the last complete one.
+#[derive(Debug, Default, Clone, Copy)]
+struct Rate {
+    start: Option<Instant>,
+    bytes: u64,
+    bits_per_second: Option<u64>,
+}
+
 impl LayerTable {
     /// Notes a packet of layer `rank` on `ssrc`.
     pub fn observe(&mut self, now: Instant, rank: Rank, ssrc: u32) {
         self.seen[rank.index()] = Some(Seen { ssrc, at: now });
+    }
+
+    /// Counts `bytes` of layer `rank` towards its bitrate.
+    pub fn measure(&mut self, now: Instant, rank: Rank, bytes: usize) {
+        let rate = &mut self.rates[rank.index()];
+        let start = *rate.start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            rate.bits_per_second =
+                Some((rate.bytes * 8 * 1_000_000) / (elapsed.as_micros().max(1) as u64));
+            rate.start = Some(now);
+            rate.bytes = 0;
+        }
+        rate.bytes += bytes as u64;
+    }
+
+    /// The bitrate of layer `rank` over the last measured window, if it
+    /// is live.
+    pub fn bitrate(&self, now: Instant, rank: Rank) -> Option<u64> {
+        self.live(now, rank.index())?;
+        self.rates[rank.index()].bits_per_second
+    }
+
+    /// The best live layer whose bitrate fits in `budget` bits per second;
+    /// the lowest live one if none does (a small picture beats none).
+    pub fn fitting(&self, now: Instant, budget: u64) -> Rank {
+        let mut lowest = None;
+        let mut best = None;
+        for i in (0..Rank::COUNT).filter(|&i| self.live(now, i).is_some()) {
+            lowest.get_or_insert(i);
+            if self.rates[i].bits_per_second.is_some_and(|b| b <= budget) {
+                best = Some(i);
+            }
+        }
+        best.or(lowest).map_or(Rank::HIGH, |i| Rank(i as u8))
     }
 
     fn live(&self, now: Instant, index: usize) -> Option<u32> {
@@ -220,6 +268,9 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct LayerRewriter {
     demand: Demand,
+    /// The best layer the subscriber's link carries, from its bandwidth
+    /// estimate; the demand is capped by it.
+    budget: Rank,
     clock_rate: u32,
     current: Option<Current>,
     /// The layer to switch to on its next keyframe.
@@ -245,6 +296,7 @@ impl LayerRewriter {
     pub fn new(clock_rate: u32, demand: Demand) -> Self {
         Self {
             demand,
+            budget: Rank::HIGH,
             clock_rate: clock_rate.max(1),
             current: None,
             target: None,
@@ -268,6 +320,16 @@ impl LayerRewriter {
         }
     }
 
+    /// Caps the layer at what the subscriber's link carries; takes effect
+    /// on the next keyframe of the layer it leads to.
+    pub fn set_budget(&mut self, budget: Rank) {
+        self.budget = budget;
+    }
+
+    pub fn budget(&self) -> Rank {
+        self.budget
+    }
+
     /// The layer the rewriter waits on a keyframe from, if any; the caller
     /// asks the publisher for it (PLI).
     pub fn wanted_keyframe(&self) -> Option<(Rank, u32)> {
@@ -289,10 +351,10 @@ impl LayerRewriter {
         timestamp: u32,
         keyframe: bool,
     ) -> Verdict {
-        let Demand::UpTo(cap) = self.demand else {
+        let Demand::UpTo(asked) = self.demand else {
             return Verdict::Drop;
         };
-        let wanted = layers.choose(now, cap);
+        let wanted = layers.choose(now, asked.min(self.budget));
         let on_current = self.current.is_some_and(|c| c.ssrc == ssrc);
         self.target = wanted.filter(|&(_, w)| Some(w) != self.current.map(|c| c.ssrc));
         if !on_current {

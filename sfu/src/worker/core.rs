@@ -7,7 +7,7 @@
 use super::data::DataOut;
 use super::demux::Demux;
 use super::{ConnEvent, ConnId, ConnNotice, ConnRole, OpenConn, TrackKey, WorkerCommand};
-use crate::feedback::{FEEDBACK_SLOT, KeyframeRequestTap, Nack};
+use crate::feedback::{FEEDBACK_SLOT, Feedback, KeyframeRequestTap};
 use crate::forwarder::{Forwarder, ForwarderCommand, ForwarderHandle};
 use crate::outbound::{BufferPool, OutPacket, Outbound, REPORT_INTERVAL, StreamInfo};
 use crate::rewriter::Rank;
@@ -43,6 +43,8 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
 pub(crate) const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+pub(crate) const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
 /// One peer connection and what the worker knows about it.
 pub(crate) struct Connection {
@@ -66,8 +68,10 @@ pub(crate) struct Connection {
     dirty: bool,
     /// Subscriber connections: where their SRTP keys show up.
     keys: Option<Arc<KeyTap>>,
-    /// What the subscriber asks to be sent again.
-    nacks: Option<std::sync::mpsc::Receiver<Nack>>,
+    /// What the subscriber says of the packets it got.
+    feedback: Option<std::sync::mpsc::Receiver<Feedback>>,
+    /// The id the subscriber's answer gave transport-wide sequence numbers.
+    transport_cc_ext: Option<u8>,
     /// Subscriber connections once connected: what they send outside
     /// webrtc-rs's pipeline.
     outbound: Option<Outbound>,
@@ -76,6 +80,15 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    /// Sets the id the subscriber's answer gave the transport-wide
+    /// sequence number extension (`None`: it gives no such feedback).
+    pub(crate) fn set_transport_cc(&mut self, ext: Option<u8>) {
+        self.transport_cc_ext = ext;
+        if let Some(outbound) = self.outbound.as_mut() {
+            outbound.set_transport_cc(ext);
+        }
+    }
+
     /// Sends a data packet (encoded) to the client of a subscriber connection.
     pub(crate) fn send_data(
         &mut self,
@@ -254,7 +267,7 @@ impl WorkerCore {
         }
         if now >= self.next_report {
             self.next_report = now + REPORT_INTERVAL;
-            self.send_reports(now);
+            self.tick(now);
         }
         self.flush(now);
         self.close_broken();
@@ -270,8 +283,42 @@ impl WorkerCore {
         self.pool.give(datagram);
     }
 
-    /// Sender reports for the streams subscribers get outside webrtc-rs's
-    /// pipeline, which therefore cannot report them itself.
+    /// Once a second: sender reports for the streams subscribers get
+    /// outside webrtc-rs's pipeline (which therefore cannot report them),
+    /// and every subscriber's video layers fitted to its bandwidth estimate.
+    fn tick(&mut self, now: Instant) {
+        self.send_reports(now);
+        self.fit_layers(now);
+    }
+
+    /// Shares each subscriber's estimate equally among the video tracks it
+    /// gets, and lets each track pick the best layer that fits its share.
+    fn fit_layers(&mut self, now: Instant) {
+        let mut shares: HashMap<ConnId, (u64, u64)> = HashMap::new();
+        for forwarder in self.tracks.values().filter(|f| f.video) {
+            for down in forwarder.fanout.sinks() {
+                let estimate = self
+                    .conns
+                    .get(&down.conn)
+                    .and_then(|c| c.outbound.as_ref())
+                    .and_then(Outbound::estimate);
+                if let Some(estimate) = estimate {
+                    shares.entry(down.conn).or_insert((estimate, 0)).1 += 1;
+                }
+            }
+        }
+        for (conn, (estimate, tracks)) in &shares {
+            tracing::debug!(?conn, estimate, tracks, "a subscriber's bandwidth estimate");
+        }
+        for forwarder in self.tracks.values_mut().filter(|f| f.video) {
+            forwarder.fanout.fit(now, |down| {
+                shares
+                    .get(&down.conn)
+                    .map(|&(estimate, tracks)| estimate / tracks.max(1))
+            });
+        }
+    }
+
     fn send_reports(&mut self, now: Instant) {
         let wall = self.clock.1 + now.saturating_duration_since(self.clock.0);
         for (&id, conn) in &mut self.conns {
@@ -296,7 +343,7 @@ impl WorkerCore {
         let id = ConnId(self.next_id);
         self.next_id += 1;
         let ufrag = random_token(16);
-        let (mut pc, keys, nacks) =
+        let (mut pc, keys, feedback) =
             build_pc(now, &open, ufrag.clone()).map_err(|e| e.to_string())?;
         let data_out = match open.role {
             ConnRole::Subscriber { .. } => Some(DataOut::open(&mut pc).map_err(|e| e.to_string())?),
@@ -318,7 +365,8 @@ impl WorkerCore {
             next_timeout: None,
             dirty: false,
             keys,
-            nacks,
+            feedback,
+            transport_cc_ext: None,
             outbound: None,
             peer: None,
         };
@@ -422,7 +470,7 @@ impl WorkerCore {
                     }
                     conn.pc.poll_timeout()
                 });
-                resend_nacked(conn, &mut self.pool, transmits);
+                take_feedback(conn, now, &mut self.pool, transmits);
                 match polled {
                     Some(next) if next != conn.next_timeout => {
                         conn.next_timeout = next;
@@ -671,7 +719,9 @@ fn start_outbound(conn: &mut Connection) {
     match keys.sender() {
         Some(srtp) => {
             tracing::debug!(profile = ?srtp.profile(), "forwarding outside webrtc-rs's pipeline");
-            conn.outbound = Some(Outbound::new(srtp));
+            let mut outbound = Outbound::new(srtp);
+            outbound.set_transport_cc(conn.transport_cc_ext);
+            conn.outbound = Some(outbound);
         }
         None => tracing::warn!(
             participant = %conn.owner,
@@ -680,23 +730,34 @@ fn start_outbound(conn: &mut Connection) {
     }
 }
 
-/// Sends again what the subscriber NACKed, from the connection's history.
-fn resend_nacked(conn: &mut Connection, pool: &mut BufferPool, transmits: &mut VecDeque<Transmit>) {
-    let (Some(nacks), Some(outbound), Some((protocol, to))) =
-        (conn.nacks.as_ref(), conn.outbound.as_mut(), conn.peer)
+/// Sends again what the subscriber NACKed, from the connection's history,
+/// and feeds its transport-wide feedback to its bandwidth estimate.
+fn take_feedback(
+    conn: &mut Connection,
+    now: Instant,
+    pool: &mut BufferPool,
+    transmits: &mut VecDeque<Transmit>,
+) {
+    let (Some(feedback), Some(outbound), Some((protocol, to))) =
+        (conn.feedback.as_ref(), conn.outbound.as_mut(), conn.peer)
     else {
         return;
     };
-    while let Ok((ssrc, sequence)) = nacks.try_recv() {
-        if let Some(datagram) = outbound.resend(ssrc, sequence, pool) {
-            push(
-                transmits,
-                Transmit {
-                    protocol,
-                    to,
-                    datagram,
-                },
-            );
+    while let Ok(item) = feedback.try_recv() {
+        match item {
+            Feedback::Nack(ssrc, sequence) => {
+                if let Some(datagram) = outbound.resend(now, ssrc, sequence, pool) {
+                    push(
+                        transmits,
+                        Transmit {
+                            protocol,
+                            to,
+                            datagram,
+                        },
+                    );
+                }
+            }
+            Feedback::TransportCc(cc) => outbound.on_transport_feedback(now, &cc),
         }
     }
 }
@@ -781,7 +842,7 @@ fn random_token(len: usize) -> String {
 type Built = (
     RTCPeerConnection,
     Option<Arc<KeyTap>>,
-    Option<std::sync::mpsc::Receiver<Nack>>,
+    Option<std::sync::mpsc::Receiver<Feedback>>,
 );
 
 fn build_pc(
@@ -815,7 +876,7 @@ fn build_pc(
     let mut settings =
         crate::participant::setting_engine_builder().with_ice_credentials(ufrag, random_token(32));
     let mut keys = None;
-    let mut nacks = None;
+    let mut feedback = None;
     let registry = match &open.role {
         ConnRole::Publisher { .. } => {
             // Transport-wide feedback drives the browser's own uplink estimate.
@@ -825,10 +886,27 @@ fn build_pc(
         }
         ConnRole::Subscriber { keyframe_requests } => {
             // Forwarded packets skip webrtc-rs's pipeline (outbound.rs),
-            // so its NACK responder and sender reports would know nothing
-            // of them: the worker does both, and the tap brings it the NACKs.
+            // so its NACK responder, sender reports and congestion control
+            // would know nothing of them: the worker does all three, and
+            // the tap brings it the NACKs and transport-wide feedback.
             let (tx, rx) = std::sync::mpsc::channel();
-            nacks = Some(rx);
+            feedback = Some(rx);
+            for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+                media.register_feedback(
+                    RTCPFeedback {
+                        typ: "transport-cc".to_owned(),
+                        parameter: String::new(),
+                    },
+                    kind,
+                );
+                media.register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: TRANSPORT_CC_URI.to_owned(),
+                    },
+                    kind,
+                    None,
+                )?;
+            }
             let crypto = rtc::crypto::default_provider()
                 .map_err(|e| rtc::shared::error::Error::Crypto(e.to_string()))?;
             let tap = Arc::new(KeyTap::new(crypto));
@@ -838,7 +916,7 @@ fn build_pc(
             keys = Some(tap);
             Registry::new().with(
                 Slot::from(FEEDBACK_SLOT),
-                KeyframeRequestTap::new(keyframe_requests.clone()).with_nacks(tx),
+                KeyframeRequestTap::new(keyframe_requests.clone()).with_feedback(tx),
             )
         }
     };
@@ -847,7 +925,7 @@ fn build_pc(
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .build(now)?;
-    Ok((pc, keys, nacks))
+    Ok((pc, keys, feedback))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ mod data;
 mod demux;
 mod tcp;
 
-pub(crate) use self::core::{AUDIO_LEVEL_URI, Connection};
+pub(crate) use self::core::{AUDIO_LEVEL_URI, Connection, TRANSPORT_CC_URI};
 use crate::forwarder::{ForwarderCommand, ForwarderHandle, LevelSink};
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::shared::TransportProtocol;
