@@ -79,6 +79,7 @@ fn forward(c: &mut Criterion) {
                             timestamp: route.timestamp,
                             marker: false,
                             payload: &payload,
+                            vp8: route.vp8,
                         };
                         let datagram = subscribers[i]
                             .send(now, info, packet, &mut pool)

@@ -28,6 +28,8 @@ pub struct Route {
     index: usize,
     pub sequence: u16,
     pub timestamp: u32,
+    /// For VP8: where its frame numbers are, and this subscriber's.
+    pub vp8: Option<(crate::vp8::Descriptor, crate::vp8::Numbering)>,
 }
 
 /// The fan-out of one track to its subscribers' sinks (`S`: whatever the
@@ -111,30 +113,54 @@ impl<S> Fanout<S> {
         self.layers.observe(now, rank, ssrc);
         self.layers.measure(now, rank, payload.len());
         let keyframe = self.keyframe_codec.is_none_or(|c| c.is_keyframe(payload));
+        let vp8 = match self.keyframe_codec {
+            Some(KeyframeCodec::Vp8) => crate::vp8::parse(payload),
+            _ => None,
+        };
         for (index, d) in self.downs.iter_mut().enumerate() {
             if let Verdict::Forward {
                 sequence,
                 timestamp,
-            } = d
-                .rewriter
-                .process(now, &self.layers, ssrc, sequence, timestamp, keyframe)
-            {
+                vp8: numbering,
+            } = d.rewriter.process(
+                now,
+                &self.layers,
+                ssrc,
+                sequence,
+                timestamp,
+                keyframe,
+                vp8.as_ref(),
+            ) {
                 self.routes.push(Route {
                     index,
                     sequence,
                     timestamp,
+                    vp8: vp8.zip(numbering),
                 });
             }
         }
     }
 
-    /// Fits the layer of every subscriber `budget` picks to what its link
-    /// carries: `budget` gives a sink's share of its subscriber's bandwidth
-    /// estimate in bits per second, or `None` for no limit.
-    pub fn fit(&mut self, now: Instant, mut budget: impl FnMut(&S) -> Option<u64>) {
+    /// Fits the layer of every subscriber to what its link carries:
+    /// `budget` gives a sink's share of its subscriber's bandwidth estimate
+    /// in bits per second, or `None` for no limit. `paused` hears of every
+    /// sink whose stream the budget pauses (`true`) or resumes (`false`).
+    pub fn fit(
+        &mut self,
+        now: Instant,
+        mut budget: impl FnMut(&S) -> Option<u64>,
+        mut paused: impl FnMut(&S, bool),
+    ) {
         for d in &mut self.downs {
-            let rank = budget(&d.sink).map_or(Rank::HIGH, |b| self.layers.fitting(now, b));
-            d.rewriter.set_budget(rank);
+            let was_paused = d.rewriter.budget().is_none();
+            let fits = match budget(&d.sink) {
+                Some(b) => self.layers.fitting(now, b, was_paused),
+                None => Some(Rank::HIGH),
+            };
+            d.rewriter.set_budget(fits);
+            if fits.is_none() != was_paused {
+                paused(&d.sink, fits.is_none());
+            }
         }
     }
 

@@ -369,7 +369,7 @@ fn a_subscriber_that_lost_its_picture_gets_a_throttled_keyframe_of_its_layer() {
 }
 
 #[test]
-fn a_subscriber_whose_link_shrinks_gets_the_layer_that_fits_and_climbs_back() {
+fn a_subscriber_whose_link_shrinks_gets_the_layer_that_fits_pauses_and_climbs_back() {
     let mut sim = Sim::new();
     sim.subscribe("ana");
     sim.subscribe("bob");
@@ -377,26 +377,55 @@ fn a_subscriber_whose_link_shrinks_gets_the_layer_that_fits_and_climbs_back() {
     // Two seconds, so that every layer's bitrate is measured: here about
     // 0.5 kb/s for q, 1 kb/s for h and 2 kb/s for f (tiny simulated frames).
     sim.run(0..60, all);
-    let bob_gets = |budget: u64| move |name: &&'static str| (*name == "bob").then_some(budget);
+    let mut pauses = Vec::new();
+    let mut fit = |sim: &mut Sim, frame: u32, budget: u64| {
+        let at = sim.at(frame);
+        sim.fanout.fit(
+            at,
+            |name| (*name == "bob").then_some(budget),
+            |name, paused| pauses.push((*name, paused)),
+        );
+    };
     // Bob's estimate drops: h fits, f does not. Ana has no estimate.
-    sim.fanout.fit(sim.at(60), bob_gets(1_400));
+    fit(&mut sim, 60, 1_400);
     sim.run(60..120, all);
-    // Nothing fits: the lowest layer beats no picture.
-    sim.fanout.fit(sim.at(120), bob_gets(200));
+    // Nothing fits, but q nearly does: a small picture beats none.
+    fit(&mut sim, 120, 420);
     sim.run(120..180, all);
-    // The link recovers.
-    sim.fanout.fit(sim.at(180), bob_gets(1_000_000));
+    // Far below q: the video pauses.
+    fit(&mut sim, 180, 100);
     sim.run(180..240, all);
+    // The link recovers.
+    fit(&mut sim, 240, 1_000_000);
+    sim.run(240..300, all);
 
     let ana = &sim.out["ana"];
     let bob = &sim.out["bob"];
     assert_continuous("ana", ana);
     assert_continuous("bob", bob);
-    assert_eq!(layers_between(ana, sim.at(10), sim.at(240)), vec![33]);
+    assert_eq!(layers_between(ana, sim.at(10), sim.at(300)), vec![33]);
     assert_eq!(layers_between(bob, sim.at(10), sim.at(60)), vec![33]);
     assert_eq!(layers_between(bob, sim.at(80), sim.at(120)), vec![22]);
     assert_eq!(layers_between(bob, sim.at(140), sim.at(180)), vec![11]);
-    assert_eq!(layers_between(bob, sim.at(200), sim.at(240)), vec![33]);
+    assert!(layers_between(bob, sim.at(180), sim.at(240)).is_empty());
+    assert_eq!(layers_between(bob, sim.at(260), sim.at(300)), vec![33]);
+    assert_eq!(pauses, vec![("bob", true), ("bob", false)]);
+}
+
+#[test]
+fn a_paused_stream_resumes_only_once_the_lowest_layer_fits() {
+    let mut sim = Sim::new();
+    sim.subscribe("bob");
+    sim.run(0..60, |_, _| true);
+    let fit = |sim: &mut Sim, frame: u32, budget: u64| {
+        let at = sim.at(frame);
+        sim.fanout.fit(at, |_| Some(budget), |_, _| {})
+    };
+    fit(&mut sim, 60, 100);
+    // Near q but under it: not enough to resume (it was enough to stay).
+    fit(&mut sim, 61, 420);
+    sim.run(61..120, |_, _| true);
+    assert!(layers_between(&sim.out["bob"], sim.at(61), sim.at(120)).is_empty());
 }
 
 #[test]
@@ -406,10 +435,62 @@ fn a_budget_never_raises_a_subscriber_above_what_it_asked_for() {
     sim.fanout
         .set_demand(&sid("bob"), Demand::UpTo(Rank::MEDIUM));
     sim.run(0..60, |_, _| true);
-    sim.fanout.fit(sim.at(60), |_| Some(1_000_000));
+    sim.fanout.fit(sim.at(60), |_| Some(1_000_000), |_, _| {});
     sim.run(60..120, |_, _| true);
     assert_eq!(
         layers_between(&sim.out["bob"], sim.at(10), sim.at(120)),
         vec![22]
     );
+}
+
+/// Two VP8 layers number their frames on their own (pictures 100.. and
+/// 7000..); a subscriber moved from one to the other sees one numbering,
+/// one more per frame, in the frames it gets.
+#[test]
+fn vp8_frame_numbers_continue_when_a_subscriber_changes_layer() {
+    let t0 = Instant::now();
+    let mut fanout: Fanout<&str> = Fanout::new(90_000, Some(KeyframeCodec::Vp8));
+    fanout.add(sid("bob"), "bob");
+    let packet = |picture: u16, tl0: u8, key: bool| {
+        vec![
+            0x90,
+            0xf0,
+            0x80 | (picture >> 8) as u8,
+            picture as u8,
+            tl0,
+            0x20,
+            if key { 0x10 } else { 0x11 },
+            0,
+            0,
+        ]
+    };
+    let mut pictures = Vec::new();
+    let mut tl0s = Vec::new();
+    for n in 0..30u16 {
+        if n == 10 {
+            fanout.set_demand(&sid("bob"), Demand::UpTo(Rank::LOW));
+        }
+        let at = t0 + FRAME * u32::from(n);
+        let key = n == 0 || n == 15;
+        let ts = u32::from(n) * TICKS_PER_FRAME;
+        for (rank, ssrc, first) in [(Rank::LOW, 11, 100u16), (Rank::HIGH, 33, 7000)] {
+            let payload = packet(first + n, (first / 100) as u8 + n as u8, key);
+            fanout.on_packet(at, rank, ssrc, n, ts, &payload);
+            for (_, route) in fanout.routes() {
+                let (descriptor, numbering) = route.vp8.expect("VP8 numbering");
+                let mut copy = payload.clone();
+                descriptor.write(&mut copy, numbering);
+                let written = crate::vp8::parse(&copy).expect("a descriptor");
+                pictures.push(written.picture_id.expect("a picture id").0);
+                tl0s.push(written.tl0picidx.expect("a TL0PICIDX").0);
+            }
+        }
+    }
+    // q's first picture (f was not live yet), f's from its first keyframe
+    // on, q's again from its keyframe at frame 15: one numbering
+    // throughout, following the first picture sent.
+    let expected: Vec<u16> = (100..131).collect();
+    assert_eq!(pictures, expected);
+    let expected_tl0: Vec<u8> = (1..32).collect();
+    assert_eq!(tl0s, expected_tl0);
 }

@@ -18,6 +18,7 @@ mod room_task;
 pub mod sdp;
 pub mod speakers;
 pub mod srtp;
+pub mod vp8;
 mod worker;
 
 pub use node::{JoinParams, Node, NodeConfig, NodeError, Placement, Session};

@@ -38,8 +38,12 @@ const FEEDBACK_WAIT: Duration = Duration::from_secs(2);
 /// a camera, so that a new subscriber does not climb from the bottom; the
 /// first congestion brings it down within a round trip or two.
 const INITIAL_ESTIMATE: f64 = 2_500_000.0;
-const MIN_ESTIMATE: f64 = 100_000.0;
-const MAX_ESTIMATE: f64 = 50_000_000.0;
+const MIN_ESTIMATE: f64 = 50_000.0;
+/// GCC's estimate grows while nothing contradicts it, also when the
+/// subscriber is sent far less than that (webrtc-rs's version does not
+/// cap it near the delivered rate). A ceiling well above what a screen of
+/// video tiles needs keeps the way back down short when loss comes.
+const MAX_ESTIMATE: f64 = 10_000_000.0;
 
 /// Datagram buffers, reused once the shell has sent them.
 #[derive(Default)]
@@ -75,6 +79,8 @@ pub struct OutPacket<'a> {
     pub timestamp: u32,
     pub marker: bool,
     pub payload: &'a Bytes,
+    /// VP8 frame numbers to write over the payload's.
+    pub vp8: Option<(crate::vp8::Descriptor, crate::vp8::Numbering)>,
 }
 
 /// Which sender a stream belongs to, and its clock.
@@ -91,6 +97,7 @@ struct Sent {
     marker: bool,
     payload_type: u8,
     payload: Bytes,
+    vp8: Option<(crate::vp8::Descriptor, crate::vp8::Numbering)>,
 }
 
 struct OutStream {
@@ -206,6 +213,7 @@ impl Outbound {
             marker: packet.marker,
             payload_type: packet.payload_type,
             payload: packet.payload.clone(),
+            vp8: packet.vp8,
         });
         stream.packets = stream.packets.wrapping_add(1);
         stream.octets = stream.octets.wrapping_add(packet.payload.len() as u32);
@@ -237,6 +245,7 @@ impl Outbound {
             timestamp: sent.timestamp,
             marker: sent.marker,
             payload: &sent.payload,
+            vp8: sent.vp8,
         };
         let roc = stream.rollover.of(sequence);
         stream.packets = stream.packets.wrapping_add(1);
@@ -318,6 +327,9 @@ fn write(
         None => RTP_HEADER_LEN,
     };
     buf.extend_from_slice(packet.payload);
+    if let Some((descriptor, numbering)) = packet.vp8 {
+        descriptor.write(&mut buf[header_len..], numbering);
+    }
     srtp.protect(&mut buf, header_len, packet.ssrc, roc, packet.sequence)?;
     Ok(buf)
 }

@@ -53,6 +53,7 @@ fn out(payload: &Bytes, sequence: u16, timestamp: u32) -> OutPacket<'_> {
         timestamp,
         marker: true,
         payload,
+        vp8: None,
     }
 }
 
@@ -320,6 +321,7 @@ fn forwarding_to_ten_subscribers_allocates_nothing_after_warm_up() {
                     timestamp: route.timestamp,
                     marker: false,
                     payload,
+                    vp8: None,
                 };
                 let datagram = subscribers[i].send(now, info(), packet, &mut pool).unwrap();
                 queue.push_back(datagram);

@@ -102,6 +102,7 @@ pub fn setting_engine_builder() -> SettingEngineBuilder {
 }
 
 struct DownEntry {
+    publisher: ParticipantSid,
     sender: RTCRtpSenderId,
     forwarder: ForwarderHandle,
     ssrc: u32,
@@ -626,6 +627,7 @@ impl Session {
                 self.down.insert(
                     track_sid,
                     DownEntry {
+                        publisher: publisher.clone(),
                         sender,
                         forwarder,
                         ssrc,
@@ -679,6 +681,24 @@ impl Session {
                 });
             }
             ConnEvent::Broken => return Err(SessionError::ConnectionLost),
+            ConnEvent::StreamState { ssrc, active } => {
+                let Some((track, entry)) = self.down.iter().find(|(_, e)| e.ssrc == ssrc) else {
+                    return Ok(());
+                };
+                let state = if active {
+                    lk::StreamState::Active
+                } else {
+                    lk::StreamState::Paused
+                };
+                tracing::debug!(participant = %self.sid, %track, ?state, "stream state");
+                self.send(Resp::StreamStateUpdate(lk::StreamStateUpdate {
+                    stream_states: vec![lk::StreamStateInfo {
+                        participant_sid: entry.publisher.to_string(),
+                        track_sid: track.to_string(),
+                        state: state as i32,
+                    }],
+                }))?;
+            }
             ConnEvent::Data { kind, payload } => match lk::DataPacket::decode(payload) {
                 Ok(packet) => self.to_room(RoomInput::Data {
                     sid: self.sid.clone(),

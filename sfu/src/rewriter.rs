@@ -108,8 +108,10 @@ impl LayerTable {
         let start = *rate.start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= RATE_WINDOW {
-            rate.bits_per_second =
-                Some((rate.bytes * 8 * 1_000_000) / (elapsed.as_micros().max(1) as u64));
+            let window = (rate.bytes * 8 * 1_000_000) / (elapsed.as_micros().max(1) as u64);
+            // Averaged with the window before, so that one keyframe does
+            // not make the layer look twice as large for a second.
+            rate.bits_per_second = Some(rate.bits_per_second.map_or(window, |b| (b + window) / 2));
             rate.start = Some(now);
             rate.bytes = 0;
         }
@@ -123,9 +125,12 @@ impl LayerTable {
         self.rates[rank.index()].bits_per_second
     }
 
-    /// The best live layer whose bitrate fits in `budget` bits per second;
-    /// the lowest live one if none does (a small picture beats none).
-    pub fn fitting(&self, now: Instant, budget: u64) -> Rank {
+    /// The best live layer whose bitrate fits in `budget` bits per second.
+    /// If none does, still the lowest one unless the budget is well below
+    /// it (`None`: the video pauses, as LiveKit's does, and the sound goes
+    /// on); `paused` says whether it is paused now, so that it resumes only
+    /// once the lowest layer fits, and does not flap at the edge.
+    pub fn fitting(&self, now: Instant, budget: u64, paused: bool) -> Option<Rank> {
         let mut lowest = None;
         let mut best = None;
         for i in (0..Rank::COUNT).filter(|&i| self.live(now, i).is_some()) {
@@ -134,7 +139,16 @@ impl LayerTable {
                 best = Some(i);
             }
         }
-        best.or(lowest).map_or(Rank::HIGH, |i| Rank(i as u8))
+        if let Some(i) = best {
+            return Some(Rank(i as u8));
+        }
+        let Some(i) = lowest else {
+            // Nothing live, or nothing measured yet: no reason to hold back.
+            return Some(Rank::HIGH);
+        };
+        let needed = self.rates[i].bits_per_second.unwrap_or(0);
+        let far_below = budget.saturating_mul(4) < needed.saturating_mul(3);
+        (!paused && !far_below).then_some(Rank(i as u8))
     }
 
     fn live(&self, now: Instant, index: usize) -> Option<u32> {
@@ -252,8 +266,13 @@ fn h264_keyframe(payload: &[u8]) -> bool {
 /// What to do with one incoming packet for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Forward with these sequence number and timestamp.
-    Forward { sequence: u16, timestamp: u32 },
+    /// Forward with these sequence number and timestamp (and, for VP8,
+    /// frame numbers).
+    Forward {
+        sequence: u16,
+        timestamp: u32,
+        vp8: Option<crate::vp8::Numbering>,
+    },
     /// Not for this subscriber: another layer, or it paused the track.
     Drop,
 }
@@ -269,8 +288,9 @@ pub enum Verdict {
 pub struct LayerRewriter {
     demand: Demand,
     /// The best layer the subscriber's link carries, from its bandwidth
-    /// estimate; the demand is capped by it.
-    budget: Rank,
+    /// estimate; the demand is capped by it. `None`: not even the lowest,
+    /// and the stream is paused.
+    budget: Option<Rank>,
     clock_rate: u32,
     current: Option<Current>,
     /// The layer to switch to on its next keyframe.
@@ -278,6 +298,8 @@ pub struct LayerRewriter {
     last_out_seq: u16,
     last_out_ts: u32,
     last_out_at: Option<Instant>,
+    /// VP8's own frame numbers, continued across switches like the RTP ones.
+    vp8: crate::vp8::Renumber,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -296,13 +318,14 @@ impl LayerRewriter {
     pub fn new(clock_rate: u32, demand: Demand) -> Self {
         Self {
             demand,
-            budget: Rank::HIGH,
+            budget: Some(Rank::HIGH),
             clock_rate: clock_rate.max(1),
             current: None,
             target: None,
             last_out_seq: 0,
             last_out_ts: 0,
             last_out_at: None,
+            vp8: crate::vp8::Renumber::default(),
         }
     }
 
@@ -321,12 +344,17 @@ impl LayerRewriter {
     }
 
     /// Caps the layer at what the subscriber's link carries; takes effect
-    /// on the next keyframe of the layer it leads to.
-    pub fn set_budget(&mut self, budget: Rank) {
+    /// on the next keyframe of the layer it leads to (at once for `None`,
+    /// a pause).
+    pub fn set_budget(&mut self, budget: Option<Rank>) {
         self.budget = budget;
+        if budget.is_none() {
+            self.current = None;
+            self.target = None;
+        }
     }
 
-    pub fn budget(&self) -> Rank {
+    pub fn budget(&self) -> Option<Rank> {
         self.budget
     }
 
@@ -341,7 +369,9 @@ impl LayerRewriter {
         self.current.map(|c| (c.rank, c.ssrc))
     }
 
-    /// Handles a packet on `ssrc`; `layers` has already seen it.
+    /// Handles a packet on `ssrc`; `layers` has already seen it. `vp8` is
+    /// its payload descriptor if it is VP8.
+    #[allow(clippy::too_many_arguments)]
     pub fn process(
         &mut self,
         now: Instant,
@@ -350,16 +380,20 @@ impl LayerRewriter {
         sequence: u16,
         timestamp: u32,
         keyframe: bool,
+        vp8: Option<&crate::vp8::Descriptor>,
     ) -> Verdict {
-        let Demand::UpTo(asked) = self.demand else {
+        let (Demand::UpTo(asked), Some(budget)) = (self.demand, self.budget) else {
             return Verdict::Drop;
         };
-        let wanted = layers.choose(now, asked.min(self.budget));
+        let wanted = layers.choose(now, asked.min(budget));
         let on_current = self.current.is_some_and(|c| c.ssrc == ssrc);
         self.target = wanted.filter(|&(_, w)| Some(w) != self.current.map(|c| c.ssrc));
         if !on_current {
             if let Some((rank, _)) = self.target.filter(|&(_, w)| w == ssrc && keyframe) {
                 self.switch_to(now, rank, ssrc, sequence, timestamp);
+                if let Some(descriptor) = vp8 {
+                    self.vp8.switch(descriptor);
+                }
                 self.target = None;
             } else {
                 return Verdict::Drop;
@@ -383,6 +417,7 @@ impl LayerRewriter {
         Verdict::Forward {
             sequence: out_seq,
             timestamp: out_ts,
+            vp8: vp8.map(|d| self.vp8.apply(d)),
         }
     }
 

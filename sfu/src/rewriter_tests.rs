@@ -64,10 +64,11 @@ impl Sub {
             .iter()
             .filter_map(|&(ssrc, rid, seq, ts, key)| {
                 self.layers.observe(now, Rank::of_rid(rid), ssrc);
-                match self.r.process(now, &self.layers, ssrc, seq, ts, key) {
+                match self.r.process(now, &self.layers, ssrc, seq, ts, key, None) {
                     Verdict::Forward {
                         sequence,
                         timestamp,
+                        ..
                     } => Some((sequence, timestamp)),
                     Verdict::Drop => None,
                 }

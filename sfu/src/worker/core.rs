@@ -310,12 +310,28 @@ impl WorkerCore {
         for (conn, (estimate, tracks)) in &shares {
             tracing::debug!(?conn, estimate, tracks, "a subscriber's bandwidth estimate");
         }
+        let conns = &self.conns;
         for forwarder in self.tracks.values_mut().filter(|f| f.video) {
-            forwarder.fanout.fit(now, |down| {
-                shares
-                    .get(&down.conn)
-                    .map(|&(estimate, tracks)| estimate / tracks.max(1))
-            });
+            forwarder.fanout.fit(
+                now,
+                |down| {
+                    shares
+                        .get(&down.conn)
+                        .map(|&(estimate, tracks)| estimate / tracks.max(1))
+                },
+                // The subscriber's client hears of it (StreamStateUpdate).
+                |down, paused| {
+                    if let Some(conn) = conns.get(&down.conn) {
+                        let _ = conn.notices.send(ConnNotice {
+                            conn: down.conn,
+                            event: ConnEvent::StreamState {
+                                ssrc: down.ssrc,
+                                active: !paused,
+                            },
+                        });
+                    }
+                },
+            );
         }
     }
 
@@ -655,6 +671,7 @@ impl WorkerCore {
                     timestamp: route.timestamp,
                     marker: packet.header.marker,
                     payload: &packet.payload,
+                    vp8: route.vp8,
                 };
                 match outbound.send(now, info, out, &mut self.pool) {
                     Ok(datagram) => push(
@@ -679,6 +696,11 @@ impl WorkerCore {
             out.header.timestamp = route.timestamp;
             out.header.ssrc = down.ssrc;
             out.header.payload_type = down.payload_type;
+            if let Some((descriptor, numbering)) = route.vp8 {
+                let mut payload = BytesMut::from(&packet.payload[..]);
+                descriptor.write(&mut payload, numbering);
+                out.payload = payload.freeze();
+            }
             match guarded(|| sender.write_rtp(now, out)) {
                 Some(Ok(())) => {}
                 Some(Err(err)) => tracing::trace!(%err, "down track write failed"),

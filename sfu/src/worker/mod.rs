@@ -39,6 +39,12 @@ pub(crate) enum ConnEvent {
         cid: String,
         forwarder: ForwarderHandle,
     },
+    /// The down track sent on `ssrc` paused for lack of bandwidth, or
+    /// resumed (subscriber connections).
+    StreamState {
+        ssrc: u32,
+        active: bool,
+    },
     /// A data packet the client sent (publisher connections), undecoded.
     Data {
         kind: livekit_protocol::data_packet::Kind,
