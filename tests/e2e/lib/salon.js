@@ -56,10 +56,13 @@ export async function spawnSalon(args, ready, env = {}) {
   };
 }
 
-export async function startSalon(extraArgs = []) {
+/// `env` adds to (or overrides) the environment salon runs with, such as
+/// a RUST_LOG that shows more.
+export async function startSalon(extraArgs = [], env = {}) {
   const salon = await spawnSalon(
     ['dev', '--port', '0', '--web-dir', path.join(root, 'web/dist'), ...extraArgs],
     /Open (http:\/\/[^ ]+\/) in your browser/,
+    env,
   );
   const { proc } = salon;
   const httpUrl = salon.match[1].replace(/\/$/, '');

@@ -6,9 +6,10 @@ import { startSalon } from './salon.js';
 import { servePages } from './pages.js';
 import { launchBrowser, newPage } from './browser.js';
 
-/// `browserArgs` add to chromium's flags (see `launchBrowser`).
-export async function startSdkFixture({ browserArgs = [] } = {}) {
-  const salon = await startSalon();
+/// `browserArgs` add to chromium's flags (see `launchBrowser`); `salonEnv`
+/// to salon's environment (see `startSalon`).
+export async function startSdkFixture({ browserArgs = [], salonEnv = {} } = {}) {
+  const salon = await startSalon([], salonEnv);
   const pages = await servePages();
   const browser = await launchBrowser(browserArgs);
 
