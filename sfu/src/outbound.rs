@@ -34,16 +34,16 @@ const RTP_HEADER_WITH_TWCC_LEN: usize = 20;
 /// Sent packets whose feedback has not come by then count as lost and are
 /// forgotten.
 const FEEDBACK_WAIT: Duration = Duration::from_secs(2);
-/// Where a subscriber's estimate starts: high enough for the best layer of
-/// a camera, so that a new subscriber does not climb from the bottom; the
-/// first congestion brings it down within a round trip or two.
-const INITIAL_ESTIMATE: f64 = 2_500_000.0;
+/// The estimate's ceiling, where it also starts. At the ceiling it limits
+/// nothing (`Outbound::estimate` is `None`): a link is taken to carry what
+/// the subscriber asks for until congestion (queueing delay, loss) says
+/// otherwise. Starting lower would hold every new subscriber, and a
+/// meeting's many tracks sharing one estimate, below what a sound link
+/// carries; GCC only learns a link's size by overloading it. The ceiling
+/// is not far above what a screen of video tiles needs, so that loss,
+/// which lowers the estimate by steps, brings it down within seconds.
+const MAX_ESTIMATE: f64 = 30_000_000.0;
 const MIN_ESTIMATE: f64 = 50_000.0;
-/// GCC's estimate grows while nothing contradicts it, also when the
-/// subscriber is sent far less than that (webrtc-rs's version does not
-/// cap it near the delivered rate). A ceiling well above what a screen of
-/// video tiles needs keeps the way back down short when loss comes.
-const MAX_ESTIMATE: f64 = 10_000_000.0;
 
 /// Datagram buffers, reused once the shell has sent them.
 #[derive(Default)]
@@ -163,7 +163,7 @@ impl Outbound {
                     ext,
                     next: 0,
                     history: History::new(),
-                    estimator: Gcc::new(INITIAL_ESTIMATE, MIN_ESTIMATE, MAX_ESTIMATE),
+                    estimator: Gcc::new(MAX_ESTIMATE, MIN_ESTIMATE, MAX_ESTIMATE),
                 });
             }
         }
@@ -182,11 +182,11 @@ impl Outbound {
     }
 
     /// What the subscriber's link carries, in bits per second, if it
-    /// gives feedback to tell.
+    /// gives feedback and that feedback showed congestion (below the
+    /// ceiling; at it, the link is not known to limit anything).
     pub fn estimate(&self) -> Option<u64> {
-        self.congestion
-            .as_ref()
-            .map(|cc| cc.estimator.target_bitrate() as u64)
+        let target = self.congestion.as_ref()?.estimator.target_bitrate();
+        (target < MAX_ESTIMATE).then_some(target as u64)
     }
 
     /// The protected datagram of `packet`, noted for retransmission and
