@@ -15,6 +15,12 @@ pub const DEFAULT_EMPTY_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest signal message a peer may send (LiveKit's limit).
 pub const MAX_SIGNAL_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
+/// Read buffer of a signal WebSocket. tungstenite's default (128 KiB) is
+/// zeroed on reads, which made a quarter of a node's CPU in a 1 → 150
+/// load test (perf); signal messages are small, and a larger one is read
+/// in several goes.
+pub const SIGNAL_READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Largest participant metadata, in bytes (LiveKit's limit).
 pub const MAX_METADATA_BYTES: usize = 512 * 1024;
 

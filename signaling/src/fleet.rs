@@ -150,6 +150,7 @@ impl Fleet {
             .replacen("http://", "ws://", 1);
         let url = format!("{}/rtc?{query}", base.trim_end_matches('/'));
         let config = WebSocketConfig::default()
+            .read_buffer_size(salon_common::SIGNAL_READ_BUFFER_BYTES)
             .max_message_size(Some(salon_common::MAX_SIGNAL_MESSAGE_BYTES))
             .max_frame_size(Some(salon_common::MAX_SIGNAL_MESSAGE_BYTES));
         let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);

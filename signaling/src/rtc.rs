@@ -91,6 +91,7 @@ pub(crate) async fn connect(
             .unwrap_or(0),
     };
     let ws = ws
+        .read_buffer_size(salon_common::SIGNAL_READ_BUFFER_BYTES)
         .max_message_size(salon_common::MAX_SIGNAL_MESSAGE_BYTES)
         .max_frame_size(salon_common::MAX_SIGNAL_MESSAGE_BYTES);
     match state.backend.clone() {
