@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { startSdkFixture } from './lib/sdk.js';
 import { waitForMediaFrom } from './lib/browser.js';
 import { lossTable } from './lib/netloss.js';
+import { BANDWIDTH_LOG, HD_PUBLISHER, lastEstimate, publisherLayers, sleep } from './lib/bandwidth.js';
 
 let fx;
 let loss;
@@ -18,22 +19,13 @@ before(async () => {
   loss = lossTable();
   // Salon logs each subscriber's estimate once a second at debug level;
   // printed beside the browser's numbers, it tells why a layer changed.
-  const rustLog = `${process.env.RUST_LOG ?? 'info'},salon_sfu::worker::core=debug`;
-  fx = await startSdkFixture({ salonEnv: { RUST_LOG: rustLog } });
+  fx = await startSdkFixture({ salonEnv: { RUST_LOG: BANDWIDTH_LOG } });
 });
 
 after(async () => {
   loss?.remove();
   await fx?.close();
 });
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/// A 1280×720 camera, sent as livekit-client's three simulcast layers.
-const HD_PUBLISHER = {
-  videoCaptureDefaults: { resolution: { width: 1280, height: 720, frameRate: 30 } },
-  publishDefaults: { simulcast: true },
-};
 
 /// Share of Salon's datagrams to the viewer dropped while the link is bad:
 /// well above the 10 % up to which GCC holds its estimate, so that the
@@ -82,32 +74,6 @@ async function viewerVideo(page) {
   });
 }
 
-/// What the publisher encodes per simulcast layer.
-async function publisherLayers(page) {
-  return page.evaluate(async () => {
-    const track = window.salonRoom.localParticipant.getTrackPublication('camera').track;
-    const out = {};
-    (await track.sender.getStats()).forEach((s) => {
-      if (s.type === 'outbound-rtp' && s.rid) {
-        out[s.rid] = { width: s.frameWidth ?? 0, frames: s.framesEncoded ?? 0, bytes: s.bytesSent ?? 0 };
-      }
-    });
-    return out;
-  });
-}
-
-/// The last bandwidth estimate Salon logged, in bits per second.
-function lastEstimate() {
-  const lines = fx.salon
-    .log()
-    // Without a terminal, salon's log still has its colours.
-    .replace(/\x1b\[[0-9;]*m/g, '')
-    .split('\n')
-    .filter((line) => line.includes("a subscriber's bandwidth estimate"));
-  const m = lines.at(-1)?.match(/estimate=(\d+)/);
-  return m ? Number(m[1]) : undefined;
-}
-
 test('a subscriber whose downlink degrades gets a smaller layer, and the large one back once it recovers', async () => {
   const pub = await fx.joinWithSdk('pat', 'bandwidth-room', {}, HD_PUBLISHER);
   // Adaptive stream off: the viewer asks for the best layer whatever its
@@ -133,7 +99,7 @@ test('a subscriber whose downlink degrades gets a smaller layer, and the large o
     const [v, p] = await Promise.all([viewerVideo(viewer), publisherLayers(pub)]);
     const prev = samples.at(-1);
     const ms = prev ? v.now - prev.now : 0;
-    const s = { t: (v.now - t0) / 1000, phase, ...v, publisher: p, estimate: lastEstimate() };
+    const s = { t: (v.now - t0) / 1000, phase, ...v, publisher: p, estimate: lastEstimate(fx.salon) };
     samples.push(s);
     const rate = (now, then) => (then !== undefined && ms ? Math.round((8 * (now - then)) / ms) : '-');
     const layers = Object.entries(p)

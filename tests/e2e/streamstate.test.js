@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { startSdkFixture } from './lib/sdk.js';
 import { waitForMediaFrom } from './lib/browser.js';
 import { lossTable } from './lib/netloss.js';
+import { BANDWIDTH_LOG, HD_PUBLISHER, lastEstimate, publisherLayers, salonLog, sleep } from './lib/bandwidth.js';
 
 let fx;
 let loss;
@@ -20,22 +21,13 @@ before(async () => {
   loss = lossTable();
   // Salon logs each subscriber's estimate once a second, and each stream
   // state it sends, at debug level.
-  const rustLog = `${process.env.RUST_LOG ?? 'info'},salon_sfu::worker::core=debug,salon_sfu::participant=debug`;
-  fx = await startSdkFixture({ salonEnv: { RUST_LOG: rustLog } });
+  fx = await startSdkFixture({ salonEnv: { RUST_LOG: BANDWIDTH_LOG } });
 });
 
 after(async () => {
   loss?.remove();
   await fx?.close();
 });
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/// A 1280×720 camera, sent as livekit-client's three simulcast layers.
-const HD_PUBLISHER = {
-  videoCaptureDefaults: { resolution: { width: 1280, height: 720, frameRate: 30 } },
-  publishDefaults: { simulcast: true },
-};
 
 /// Share of Salon's datagrams to the viewer dropped while the link is bad.
 /// Above 10 % loss GCC's estimate keeps falling as long as the loss lasts,
@@ -86,47 +78,18 @@ async function viewerStats(page) {
   });
 }
 
-/// What the publisher sends per simulcast layer.
-async function publisherLayers(page) {
-  return page.evaluate(async () => {
-    const track = window.salonRoom.localParticipant.getTrackPublication('camera').track;
-    const out = {};
-    (await track.sender.getStats()).forEach((s) => {
-      if (s.type === 'outbound-rtp' && s.rid) out[s.rid] = { width: s.frameWidth ?? 0, bytes: s.bytesSent ?? 0 };
-    });
-    return out;
-  });
-}
-
-/// The last bandwidth estimate Salon logged, in bits per second.
-function lastEstimate() {
-  const lines = salonLog().filter((line) => line.includes("a subscriber's bandwidth estimate"));
-  const m = lines.at(-1)?.match(/estimate=(\d+)/);
-  return m ? Number(m[1]) : undefined;
-}
-
 /// Each stream state Salon sent, with the estimate it had logged just
 /// before (in the same round of fitting layers), in bits per second.
 function salonStreamStates() {
   let estimate;
   const out = [];
-  for (const line of salonLog()) {
+  for (const line of salonLog(fx.salon)) {
     const e = line.match(/a subscriber's bandwidth estimate.*estimate=(\d+)/);
     if (e) estimate = Number(e[1]);
     const m = line.match(/^(\S+) .*stream state .*state=(\w+)/);
     if (m) out.push({ at: m[1], state: m[2], estimate });
   }
   return out;
-}
-
-function salonLog() {
-  return (
-    fx.salon
-      .log()
-      // Without a terminal, salon's log still has its colours.
-      .replace(/\x1b\[[0-9;]*m/g, '')
-      .split('\n')
-  );
 }
 
 test("when a viewer's link cannot carry even the smallest video, its video pauses with a StreamStateUpdate, the sound goes on, and the video comes back", async () => {
@@ -155,7 +118,7 @@ test("when a viewer's link cannot carry even the smallest video, its video pause
   const sample = async (phase) => {
     const [v, p] = await Promise.all([viewerStats(viewer), publisherLayers(pub)]);
     const prev = samples.at(-1);
-    const s = { t: (v.now - t0) / 1000, phase, ...v, publisher: p, estimate: lastEstimate() };
+    const s = { t: (v.now - t0) / 1000, phase, ...v, publisher: p, estimate: lastEstimate(fx.salon) };
     samples.push(s);
     const grew = (key) => (prev ? `+${s[key] - prev[key]}` : '');
     const ms = prev ? v.now - prev.now : 0;

@@ -1,0 +1,47 @@
+// What the bandwidth tests share: a publisher whose camera makes three
+// simulcast layers worth choosing between, what it sends on each, and the
+// estimates Salon logs (at debug level) when it fits layers to links.
+
+/// A 1280×720 camera, sent as livekit-client's three simulcast layers.
+export const HD_PUBLISHER = {
+  videoCaptureDefaults: { resolution: { width: 1280, height: 720, frameRate: 30 } },
+  publishDefaults: { simulcast: true },
+};
+
+/// The RUST_LOG that makes salon log each subscriber's estimate once a
+/// second and each stream state it sends.
+export const BANDWIDTH_LOG = `${process.env.RUST_LOG ?? 'info'},salon_sfu::worker::core=debug,salon_sfu::participant=debug`;
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/// What the publisher on `page` sends on each simulcast layer, by rid.
+export async function publisherLayers(page) {
+  return page.evaluate(async () => {
+    const track = window.salonRoom.localParticipant.getTrackPublication('camera').track;
+    const out = {};
+    (await track.sender.getStats()).forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.rid) {
+        out[s.rid] = { width: s.frameWidth ?? 0, frames: s.framesEncoded ?? 0, bytes: s.bytesSent ?? 0 };
+      }
+    });
+    return out;
+  });
+}
+
+/// Salon's log so far, a line each.
+export function salonLog(salon) {
+  return (
+    salon
+      .log()
+      // Without a terminal, salon's log still has its colours.
+      .replace(/\x1b\[[0-9;]*m/g, '')
+      .split('\n')
+  );
+}
+
+/// The last bandwidth estimate Salon logged, in bits per second.
+export function lastEstimate(salon) {
+  const lines = salonLog(salon).filter((line) => line.includes("a subscriber's bandwidth estimate"));
+  const m = lines.at(-1)?.match(/estimate=(\d+)/);
+  return m ? Number(m[1]) : undefined;
+}
