@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSdkFixture } from './lib/sdk.js';
 import { waitForMediaFrom } from './lib/browser.js';
-import { lossTable } from './lib/netloss.js';
+import { connectionPorts, lossTable } from './lib/netloss.js';
 
 let fx;
 let loss;
@@ -32,22 +32,6 @@ async function publisherAndViewer(room) {
   const sub = await fx.joinWithSdk('sue', room, {}, {}, false);
   await waitForMediaFrom(sub, 'pia');
   return { pub, sub };
-}
-
-/// The local and remote UDP ports of the connection `page` subscribes on.
-async function subscriberPorts(page) {
-  return page.evaluate(async () => {
-    const stats = await window.salonRoom.engine.pcManager.subscriber.getStats();
-    let out;
-    stats.forEach((s) => {
-      if (s.type === 'candidate-pair' && s.state === 'succeeded' && s.nominated) {
-        const local = stats.get(s.localCandidateId);
-        const remote = stats.get(s.remoteCandidateId);
-        out = { protocol: local.protocol, local: local.port, remote: remote.port };
-      }
-    });
-    return out;
-  });
 }
 
 /// The subscriber connection's inbound-rtp entries by kind, each with the
@@ -81,7 +65,7 @@ async function inbound(page) {
 
 test('a subscriber whose downlink loses packets gets them again (NACK)', async () => {
   const { pub, sub } = await publisherAndViewer('nack-room');
-  const ports = await subscriberPorts(sub);
+  const ports = await connectionPorts(sub, 'subscriber');
   assert.equal(ports?.protocol, 'udp', `the subscriber receives over UDP: ${JSON.stringify(ports)}`);
   const start = await inbound(sub);
   assert.ok(start.video && start.audio, JSON.stringify(start));

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { startSalon } from './lib/salon.js';
 import { launchBrowser, waitForMediaFrom } from './lib/browser.js';
 import { createMeeting, openLink, joinAs } from './lib/webapp.js';
-import { lossTable } from './lib/netloss.js';
+import { connectionPorts, lossTable } from './lib/netloss.js';
 
 let salon;
 let browser;
@@ -27,22 +27,6 @@ after(async () => {
   await salon?.stop();
 });
 
-/// The local and remote UDP ports of the connection `page` publishes on.
-async function publisherPorts(page) {
-  return page.evaluate(async () => {
-    const stats = await window.salonRoom.engine.pcManager.publisher.getStats();
-    let out;
-    stats.forEach((s) => {
-      if (s.type === 'candidate-pair' && s.state === 'succeeded' && s.nominated) {
-        const local = stats.get(s.localCandidateId);
-        const remote = stats.get(s.remoteCandidateId);
-        out = { protocol: local.protocol, local: local.port, remote: remote.port };
-      }
-    });
-    return out;
-  });
-}
-
 test('a participant whose uplink loses packets shows a weak connection to the others', async () => {
   const { page: alice, room } = await createMeeting(browser, salon, { waitingRoom: false });
   const aliceId = await joinAs(alice, 'Alice');
@@ -60,9 +44,9 @@ test('a participant whose uplink loses packets shows a weak connection to the ot
   assert.equal(await bob.locator(`${aliceTile} .weak`).count(), 0);
 
   // A quarter of what Alice sends to Salon is lost, and only that.
-  const ports = await publisherPorts(alice);
+  const ports = await connectionPorts(alice, 'publisher');
   assert.equal(ports?.protocol, 'udp', `Alice publishes over UDP: ${JSON.stringify(ports)}`);
-  const bobPorts = await publisherPorts(bob);
+  const bobPorts = await connectionPorts(bob, 'publisher');
   assert.notEqual(bobPorts.local, ports.local);
   loss.drop(ports.local, ports.remote, 25);
 

@@ -56,3 +56,21 @@ export function lossTable(name = `salon_e2e_${process.pid}`) {
     },
   };
 }
+
+/// The local (browser) and remote (Salon) UDP ports of one of the
+/// connections of the livekit-client room on `page`: `which` is
+/// 'publisher' or 'subscriber'. Loss rules aim at these.
+export async function connectionPorts(page, which) {
+  return page.evaluate(async (which) => {
+    const stats = await window.salonRoom.engine.pcManager[which].getStats();
+    let out;
+    stats.forEach((s) => {
+      if (s.type === 'candidate-pair' && s.state === 'succeeded' && s.nominated) {
+        const local = stats.get(s.localCandidateId);
+        const remote = stats.get(s.remoteCandidateId);
+        out = { protocol: local.protocol, local: local.port, remote: remote.port };
+      }
+    });
+    return out;
+  }, which);
+}
