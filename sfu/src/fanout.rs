@@ -20,6 +20,46 @@ struct Down<S> {
     subscriber: ParticipantSid,
     sink: S,
     rewriter: LayerRewriter,
+    pause: PauseBackoff,
+}
+
+/// A resume that the link could not carry (paused again within
+/// `RESUME_TRIAL`) makes the next one wait, twice as long each time up to
+/// `MAX_RESUME_WAIT`: while paused, the estimate grows back whatever the
+/// link's size, and without it the video would come and go every few
+/// seconds on a link too small for it.
+const RESUME_TRIAL: Duration = Duration::from_secs(10);
+const FIRST_RESUME_WAIT: Duration = Duration::from_secs(4);
+const MAX_RESUME_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PauseBackoff {
+    wait: Duration,
+    until: Option<Instant>,
+    resumed_at: Option<Instant>,
+}
+
+impl PauseBackoff {
+    fn paused(&mut self, now: Instant) {
+        let failed = self
+            .resumed_at
+            .is_some_and(|r| now.saturating_duration_since(r) < RESUME_TRIAL);
+        self.wait = if failed {
+            (self.wait * 2).clamp(FIRST_RESUME_WAIT, MAX_RESUME_WAIT)
+        } else {
+            Duration::ZERO
+        };
+        self.until = Some(now + self.wait);
+    }
+
+    fn may_resume(&self, now: Instant) -> bool {
+        self.until.is_none_or(|until| now >= until)
+    }
+
+    fn resumed(&mut self, now: Instant) {
+        self.resumed_at = Some(now);
+        self.until = None;
+    }
 }
 
 /// Where one packet goes: the subscriber's sink, with the rewritten numbers.
@@ -73,6 +113,7 @@ impl<S> Fanout<S> {
             subscriber,
             sink,
             rewriter: LayerRewriter::new(self.clock_rate, demand),
+            pause: PauseBackoff::default(),
         });
         // A new subscriber must not wait out another's throttle for its first picture.
         self.last_request = [None; 4];
@@ -156,11 +197,15 @@ impl<S> Fanout<S> {
             let fits = match budget(&d.sink) {
                 Some(b) => self.layers.fitting(now, b, was_paused),
                 None => Some(Rank::HIGH),
-            };
-            d.rewriter.set_budget(fits);
-            if fits.is_none() != was_paused {
-                paused(&d.sink, fits.is_none());
             }
+            .filter(|_| !was_paused || d.pause.may_resume(now));
+            d.rewriter.set_budget(fits);
+            match (was_paused, fits.is_none()) {
+                (false, true) => d.pause.paused(now),
+                (true, false) => d.pause.resumed(now),
+                _ => continue,
+            }
+            paused(&d.sink, fits.is_none());
         }
     }
 

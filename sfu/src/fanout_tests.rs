@@ -494,3 +494,58 @@ fn vp8_frame_numbers_continue_when_a_subscriber_changes_layer() {
     let expected_tl0: Vec<u8> = (1..32).collect();
     assert_eq!(tl0s, expected_tl0);
 }
+
+/// On a link too small for even the lowest layer the estimate still grows
+/// back while the video is paused; each resume the link cannot carry makes
+/// the next one wait longer, so the video does not come and go every few
+/// seconds.
+#[test]
+fn resumes_that_fail_back_off() {
+    let mut sim = Sim::new();
+    sim.subscribe("bob");
+    sim.run(0..60, |_, _| true);
+    let mut events = Vec::new();
+    let mut ran = 60;
+    // Frames go on until `frame`, whose fit gives `budget`.
+    let mut fit = |sim: &mut Sim, frame: u32, budget: u64| {
+        sim.run(ran..frame, |_, _| true);
+        ran = frame;
+        let at = sim.at(frame);
+        sim.fanout.fit(
+            at,
+            |_| Some(budget),
+            |_, paused| events.push((frame, paused)),
+        );
+    };
+    // Paused, then the estimate regrows: the first resume is at once.
+    fit(&mut sim, 60, 100);
+    fit(&mut sim, 90, 1_000_000);
+    // Congested again 2 s later: the resume failed.
+    fit(&mut sim, 150, 100);
+    // The estimate regrows within a second, but the resume waits 4 s (the
+    // first fit after them: a frame is a hair under 1/30 s here).
+    for second in 1..=5 {
+        fit(&mut sim, 150 + 30 * second, 1_000_000);
+    }
+    // Failed again: now 8 s.
+    fit(&mut sim, 330, 100);
+    for second in 1..=9 {
+        fit(&mut sim, 330 + 30 * second, 1_000_000);
+    }
+    // Holding for 10 s counts as success: the next pause resumes at once.
+    fit(&mut sim, 910, 100);
+    fit(&mut sim, 940, 1_000_000);
+    assert_eq!(
+        events,
+        vec![
+            (60, true),
+            (90, false),
+            (150, true),
+            (300, false),
+            (330, true),
+            (600, false),
+            (910, true),
+            (940, false),
+        ]
+    );
+}
