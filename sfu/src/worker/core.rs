@@ -735,6 +735,11 @@ fn push(transmits: &mut VecDeque<Transmit>, transmit: Transmit) {
 /// Once a subscriber connection is up, its keys are known and forwarded
 /// packets bypass webrtc-rs's pipeline.
 fn start_outbound(conn: &mut Connection) {
+    // Connected again (after a network change): same keys, and the streams'
+    // rollover counters, histories and estimate must go on.
+    if conn.outbound.is_some() {
+        return;
+    }
     let Some(keys) = conn.keys.as_ref() else {
         return;
     };
@@ -760,12 +765,16 @@ fn take_feedback(
     pool: &mut BufferPool,
     transmits: &mut VecDeque<Transmit>,
 ) {
-    let (Some(feedback), Some(outbound), Some((protocol, to))) =
-        (conn.feedback.as_ref(), conn.outbound.as_mut(), conn.peer)
-    else {
+    let Some(feedback) = conn.feedback.as_ref() else {
         return;
     };
     while let Ok(item) = feedback.try_recv() {
+        // Before the worker sends for the connection itself (or if it never
+        // does), there is nothing to resend or estimate: dropped, so that
+        // nothing piles up.
+        let (Some(outbound), Some((protocol, to))) = (conn.outbound.as_mut(), conn.peer) else {
+            continue;
+        };
         match item {
             Feedback::Nack(ssrc, sequence) => {
                 if let Some(datagram) = outbound.resend(now, ssrc, sequence, pool) {
