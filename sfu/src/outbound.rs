@@ -28,6 +28,10 @@ const BUFFER_CAPACITY: usize = 2048;
 /// Free buffers kept; a burst beyond it allocates, and the surplus is dropped.
 const POOL_SIZE: usize = 4096;
 const RTP_HEADER_LEN: usize = 12;
+/// Most packets resent to one connection per second. A subscriber NACKing
+/// everything over and over costs the worker this much and no more; a sane
+/// one on a lossy link asks for a fraction of it.
+const MAX_RESENDS_PER_SECOND: u32 = 1000;
 /// With the transport-wide sequence number: a one-byte-header extension
 /// block (RFC 8285) of one word holding it.
 const RTP_HEADER_WITH_TWCC_LEN: usize = 20;
@@ -140,6 +144,8 @@ pub struct Outbound {
     srtp: SrtpSender,
     streams: HashMap<u32, OutStream>,
     congestion: Option<Congestion>,
+    /// Resends in the current second, and when it began.
+    resends: (Option<Instant>, u32),
 }
 
 impl Outbound {
@@ -148,6 +154,7 @@ impl Outbound {
             srtp,
             streams: HashMap::new(),
             congestion: None,
+            resends: (None, 0),
         }
     }
 
@@ -232,6 +239,15 @@ impl Outbound {
         sequence: u16,
         pool: &mut BufferPool,
     ) -> Option<BytesMut> {
+        let (start, count) = &mut self.resends;
+        if start.is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1)) {
+            *start = Some(now);
+            *count = 0;
+        }
+        if *count >= MAX_RESENDS_PER_SECOND {
+            return None;
+        }
+        *count += 1;
         let stream = self.streams.get_mut(&ssrc)?;
         let sent = stream
             .history

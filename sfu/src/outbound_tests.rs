@@ -105,6 +105,23 @@ fn a_nacked_packet_is_sent_again_while_the_history_holds_it() {
     );
 }
 
+/// A subscriber that NACKs without end gets at most so many resends a
+/// second.
+#[test]
+fn resends_are_capped_per_second() {
+    let mut pool = BufferPool::default();
+    let mut ob = outbound(8);
+    let t0 = Instant::now();
+    let payload = Bytes::from_static(b"payload");
+    ob.send(t0, info(), out(&payload, 1, 1), &mut pool).unwrap();
+    let resent = (0..MAX_RESENDS_PER_SECOND + 50)
+        .filter(|_| ob.resend(t0, 0xabc, 1, &mut pool).is_some())
+        .count();
+    assert_eq!(resent, MAX_RESENDS_PER_SECOND as usize);
+    let later = t0 + Duration::from_secs(1);
+    assert!(ob.resend(later, 0xabc, 1, &mut pool).is_some());
+}
+
 #[test]
 fn reports_count_what_was_sent_and_extrapolate_the_clock() {
     let mut pool = BufferPool::default();

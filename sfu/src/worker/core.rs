@@ -788,7 +788,18 @@ fn take_feedback(
                     );
                 }
             }
-            Feedback::TransportCc(cc) => outbound.on_transport_feedback(now, &cc),
+            Feedback::TransportCc(cc) => {
+                // webrtc-rs's estimator reads what the peer wrote; whatever
+                // that is, it may cost the connection its estimate, never
+                // the worker.
+                if guarded(|| outbound.on_transport_feedback(now, &cc)).is_none() {
+                    tracing::warn!(
+                        participant = %conn.owner,
+                        "bandwidth estimation failed on a subscriber's feedback; it stops for this connection"
+                    );
+                    outbound.set_transport_cc(None);
+                }
+            }
         }
     }
 }
