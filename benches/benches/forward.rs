@@ -41,6 +41,15 @@ fn outbound(profile: Profile, seed: u8, provider: &RingProvider) -> Outbound {
     Outbound::new(SrtpSender::new(profile, &key, &salt, provider.crypto()).expect("srtp sender"))
 }
 
+/// A video track's fan-out to `subscribers` sinks, numbered from 0.
+fn fanout_to(subscribers: usize) -> Fanout<usize> {
+    let mut fan = Fanout::new(90_000, None);
+    for i in 0..subscribers {
+        fan.add(ParticipantSid::new(format!("PA_{i}")), i);
+    }
+    fan
+}
+
 fn forward(c: &mut Criterion) {
     let provider = RingProvider::new();
     let payload = Bytes::from(vec![0x5au8; PAYLOAD]);
@@ -53,10 +62,7 @@ fn forward(c: &mut Criterion) {
             let mut subscribers: Vec<Outbound> = (0..fanout)
                 .map(|i| outbound(profile, i as u8, &provider))
                 .collect();
-            let mut fan: Fanout<usize> = Fanout::new(90_000, None);
-            for i in 0..fanout {
-                fan.add(ParticipantSid::new(format!("PA_{i}")), i);
-            }
+            let mut fan = fanout_to(fanout);
             let mut pool = BufferPool::default();
             let info = StreamInfo {
                 sender: Default::default(),
@@ -110,10 +116,7 @@ fn rtc_srtp(c: &mut Criterion) {
                 .map(|i| subscriber_context(profile, i as u8, &provider))
                 .collect();
             let ssrcs: Vec<u32> = (0..fanout as u32).map(|i| 0x1000 + i).collect();
-            let mut fan: Fanout<usize> = Fanout::new(90_000, None);
-            for i in 0..fanout {
-                fan.add(ParticipantSid::new(format!("PA_{i}")), i);
-            }
+            let mut fan = fanout_to(fanout);
             let mut buf = vec![0u8; 12 + PAYLOAD];
             let mut seq: u16 = 0;
             let mut ts: u32 = 0;
