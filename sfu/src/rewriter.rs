@@ -118,13 +118,6 @@ impl LayerTable {
         rate.bytes += bytes as u64;
     }
 
-    /// The bitrate of layer `rank` over the last measured window, if it
-    /// is live.
-    pub fn bitrate(&self, now: Instant, rank: Rank) -> Option<u64> {
-        self.live(now, rank.index())?;
-        self.rates[rank.index()].bits_per_second
-    }
-
     /// The best live layer whose bitrate fits in `budget` bits per second.
     /// If none does, still the lowest one unless the budget is well below
     /// it (`None`: the video pauses, as LiveKit's does, and the sound goes
