@@ -9,6 +9,7 @@ mod core;
 mod data;
 mod demux;
 mod tcp;
+mod udp;
 
 pub(crate) use self::core::{AUDIO_LEVEL_URI, Connection, TRANSPORT_CC_URI};
 use crate::forwarder::{ForwarderCommand, ForwarderHandle, LevelSink};
@@ -321,6 +322,7 @@ async fn shell(
     sent: Arc<AtomicU64>,
 ) {
     let mut links = tcp::TcpLinks::new();
+    let mut batch = udp::SendBatch::new();
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
         let deadline = core.poll_timeout();
@@ -335,7 +337,7 @@ async fn shell(
                             core.handle_datagram(Instant::now(), TransportProtocol::UDP, from, &buf[..n]);
                             // Out before the next one is read: a packet's
                             // copies should not wait for a whole batch's.
-                            send_queued(&mut core, &socket, &links, &sent);
+                            send_queued(&mut core, &socket, &links, &mut batch, &sent);
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                         // ICMP errors for one peer surface here; they say nothing about others.
@@ -361,7 +363,7 @@ async fn shell(
             },
             () = sleep_until(deadline) => core.handle_timeout(Instant::now()),
         }
-        send_queued(&mut core, &socket, &links, &sent);
+        send_queued(&mut core, &socket, &links, &mut batch, &sent);
     }
 }
 
@@ -369,6 +371,7 @@ fn send_queued(
     core: &mut self::core::WorkerCore,
     socket: &tokio::net::UdpSocket,
     links: &tcp::TcpLinks,
+    batch: &mut udp::SendBatch,
     sent: &AtomicU64,
 ) {
     let mut count = 0;
@@ -378,13 +381,11 @@ fn send_queued(
             links.send(out.to, out.datagram);
             continue;
         }
-        match socket.try_send_to(&out.datagram, out.to) {
-            Ok(_) => {}
-            // A full send buffer drops the datagram, as the network could.
-            Err(err) => tracing::trace!(%err, "media socket write"),
+        if batch.push(out) {
+            batch.flush(socket, |datagram| core.recycle(datagram));
         }
-        core.recycle(out.datagram);
     }
+    batch.flush(socket, |datagram| core.recycle(datagram));
     if count > 0 {
         sent.fetch_add(count, Ordering::Relaxed);
     }
