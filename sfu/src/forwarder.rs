@@ -4,11 +4,13 @@
 //! hands it packets and carries out the routes and keyframe requests.
 
 use crate::fanout::Fanout;
+use crate::red::{Delivery, Encoding};
 use crate::rewriter::{Demand, KeyframeCodec, Rank};
 use crate::room::RoomInput;
 use crate::room_task::RoomEvent;
 use crate::speakers::LevelWindow;
 use crate::worker::{ConnId, TrackKey, WorkerCommand, WorkerHandle};
+use bytes::Bytes;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
@@ -24,6 +26,8 @@ pub(crate) struct DownTrack {
     pub(crate) sender: RTCRtpSenderId,
     pub(crate) ssrc: u32,
     pub(crate) payload_type: u8,
+    /// All of each payload, or the primary encoding of RED only.
+    pub(crate) delivery: Delivery,
 }
 
 pub(crate) enum ForwarderCommand {
@@ -74,6 +78,8 @@ pub(crate) struct Forwarder {
     pub(crate) clock_rate: u32,
     /// Video layers are fitted to subscribers' bandwidth; audio is not.
     pub(crate) video: bool,
+    /// Whether the publisher sends RED, whose primary some subscribers get.
+    encoding: Encoding,
     levels: Option<(LevelSink, u8, LevelWindow)>,
 }
 
@@ -100,6 +106,7 @@ impl Forwarder {
             fanout: Fanout::new(codec.clock_rate, keyframe_codec),
             clock_rate: codec.clock_rate,
             video: is_video,
+            encoding: Encoding::of(&codec.mime_type, &codec.sdp_fmtp_line),
             levels: levels
                 .filter(|_| !is_video)
                 .map(|(sink, ext)| (sink, ext, LevelWindow::default())),
@@ -118,6 +125,14 @@ impl Forwarder {
             }
         }
         None
+    }
+
+    /// The primary encoding of a RED payload, for subscribers that did not
+    /// accept RED: a view of the same buffer, not a copy. `None`: nothing
+    /// they could decode (see `Encoding::primary_range`).
+    pub(crate) fn red_primary(&self, payload: &Bytes) -> Option<Bytes> {
+        let range = self.encoding.primary_range(payload)?;
+        Some(payload.slice(range))
     }
 
     /// Takes one packet of layer `rank`: notes its level, lets the fan-out

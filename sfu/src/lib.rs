@@ -11,6 +11,7 @@ mod node;
 pub mod outbound;
 mod participant;
 pub mod quality;
+pub mod red;
 mod registry;
 pub mod rewriter;
 pub mod room;

@@ -5,6 +5,7 @@
 use crate::forwarder::{DownTrack, ForwarderCommand, ForwarderHandle, LevelSink};
 use crate::negotiation::Negotiation;
 use crate::quality::{QualityMeter, Sample};
+use crate::red::{Delivery, Encoding};
 use crate::room::RoomInput;
 use crate::room_task::RoomEvent;
 use crate::worker::{
@@ -21,8 +22,10 @@ use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
-use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverId};
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 use salon_common::{ParticipantSid, TrackSid};
@@ -101,6 +104,17 @@ pub fn setting_engine_builder() -> SettingEngineBuilder {
         .with_prflx_acceptance_min_wait(Some(std::time::Duration::ZERO))
 }
 
+/// A down track's negotiation as its subscriber connection has it.
+struct Negotiated {
+    track: TrackSid,
+    sender: RTCRtpSenderId,
+    mime: String,
+    /// For the track's codec, from the sender's parameters.
+    payload_type: Option<u8>,
+    /// The section the sender sends in.
+    mid: Option<String>,
+}
+
 struct DownEntry {
     publisher: ParticipantSid,
     sender: RTCRtpSenderId,
@@ -134,6 +148,10 @@ struct Session {
     publishing: std::collections::HashSet<String>,
     /// The codec each announced track asked for (AddTrack's first simulcast codec).
     preferred_codecs: HashMap<String, String>,
+    /// What each announced audio track asked of its Opus (RED, DTX, stereo).
+    audio_answers: HashMap<String, crate::sdp::AudioAnswer>,
+    /// The subscriber's last answer: which formats it accepted for each section.
+    subscriber_answer: String,
     /// Candidates that came before the description they belong to.
     early_candidates: Vec<(lk::SignalTarget, RTCIceCandidateInit)>,
     quality: QualityMeter,
@@ -203,6 +221,8 @@ pub(crate) async fn run(parts: SessionParts) {
         down: HashMap::new(),
         publishing: std::collections::HashSet::new(),
         preferred_codecs: HashMap::new(),
+        audio_answers: HashMap::new(),
+        subscriber_answer: String::new(),
         early_candidates: Vec::new(),
         quality: QualityMeter::default(),
         link_down: [false; 2],
@@ -247,6 +267,24 @@ pub(crate) async fn run(parts: SessionParts) {
     // Dropping the session closes both connections in their worker.
     drop(session);
     tracing::debug!(participant = %sid, "session closed");
+}
+
+/// Offers RED first and Opus after it in the section of the sender of a
+/// track its publisher sends in RED, as LiveKit does. (Other audio tracks
+/// offer their codec, which webrtc-rs follows with RED as a repair format.)
+/// A subscriber whose earlier answer turned RED down gets Opus alone.
+fn offer_red(pc: &mut RTCPeerConnection, sender: RTCRtpSenderId) {
+    let Some(mut transceiver) = pc.rtp_transceiver(RTCRtpTransceiverId::from(sender)) else {
+        return;
+    };
+    let opus = crate::red::opus_codec();
+    let preferred = vec![crate::red::red_codec(), opus.clone()];
+    if let Err(err) = transceiver.set_codec_preferences(preferred) {
+        tracing::debug!(%err, "RED not offered to this subscriber");
+        if let Err(err) = transceiver.set_codec_preferences(vec![opus]) {
+            tracing::debug!(%err, "Opus preference not set");
+        }
+    }
 }
 
 /// Sets a description we made as local and returns the SDP to send, as the
@@ -303,6 +341,10 @@ impl Session {
                     self.preferred_codecs
                         .insert(request.cid.clone(), codec.codec.clone());
                 }
+                if request.r#type == lk::TrackType::Audio as i32 && self.audio_answers.len() < 64 {
+                    self.audio_answers
+                        .insert(request.cid.clone(), crate::sdp::AudioAnswer::of(&request));
+                }
                 self.to_room(RoomInput::AddTrack {
                     sid: self.sid.clone(),
                     request,
@@ -355,6 +397,7 @@ impl Session {
         let desc = RTCSessionDescription::offer(offer.sdp)
             .map_err(|_| SessionError::BadSignal("malformed offer SDP"))?;
         let preferred = self.preferred_codecs.clone();
+        let audio = self.audio_answers.clone();
         let sdp = self
             .publisher
             .with(move |conn, now| {
@@ -365,6 +408,9 @@ impl Session {
                 let sdp = apply_local(&mut conn.pc, now, answer)?;
                 // Browsers send the answer's first codec: put the one asked for there.
                 let sdp = crate::sdp::prefer_codecs(&sdp, &offer_sdp, &preferred);
+                // RED, DTX and mono as the tracks asked, which the browser
+                // reads from the answer alone.
+                let sdp = crate::sdp::tune_audio(&sdp, &offer_sdp, &audio);
                 conn.audio_level_ext = crate::sdp::extmap_id(&sdp, AUDIO_LEVEL_URI);
                 Ok::<_, SessionError>(sdp)
             })
@@ -401,6 +447,7 @@ impl Session {
         // Where the client numbers what it receives for transport-wide
         // feedback, Salon's estimate of its downlink comes from.
         let transport_cc = crate::sdp::extmap_id(&answer.sdp, TRANSPORT_CC_URI);
+        let answer_sdp = answer.sdp.clone();
         let desc = RTCSessionDescription::answer(answer.sdp)
             .map_err(|_| SessionError::BadSignal("malformed answer SDP"))?;
         self.subscriber
@@ -411,6 +458,7 @@ impl Session {
             })
             .await?
             .map_err(|_| SessionError::BadSignal("answer SDP rejected"))?;
+        self.subscriber_answer = answer_sdp;
         self.flush_early_candidates(lk::SignalTarget::Subscriber)
             .await?;
         if self.negotiation.answered() {
@@ -493,8 +541,8 @@ impl Session {
             return Ok(());
         }
         // The worker hands the list back with the payload type each sender
-        // negotiated for the track's codec.
-        let negotiated: Vec<(TrackSid, RTCRtpSenderId, String, Option<u8>)> = self
+        // negotiated for the track's codec, and the section it sends in.
+        let negotiated: Vec<Negotiated> = self
             .subscriber
             .with(move |conn, _| {
                 waiting
@@ -508,26 +556,53 @@ impl Session {
                                 .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
                                 .map(|c| c.payload_type)
                         });
-                        (track, sender, mime, payload_type)
+                        let mid = conn
+                            .pc
+                            .rtp_transceiver(RTCRtpTransceiverId::from(sender))
+                            .and_then(|t| t.mid().clone());
+                        Negotiated {
+                            track,
+                            sender,
+                            mime,
+                            payload_type,
+                            mid,
+                        }
                     })
                     .collect()
             })
             .await?;
-        for (track, sender, mime, payload_type) in negotiated {
-            let Some(entry) = self.down.get_mut(&track) else {
+        for n in negotiated {
+            let Some(entry) = self.down.get_mut(&n.track) else {
                 continue;
             };
-            let Some(payload_type) = payload_type else {
-                tracing::warn!(%mime, "subscriber did not accept the track's codec");
+            let route = if entry.forwarder.kind == RtpCodecKind::Audio {
+                // The sender's parameters list what was offered; what the
+                // subscriber took (RED or not) only its answer says.
+                let formats = n
+                    .mid
+                    .map(|mid| crate::sdp::formats(&self.subscriber_answer, &mid))
+                    .unwrap_or_default();
+                let codec = &entry.forwarder.codec;
+                let encoding = Encoding::of(&codec.mime_type, &codec.sdp_fmtp_line);
+                let name = codec.mime_type.rsplit('/').next().unwrap_or_default();
+                crate::red::route_audio(encoding, name, &formats)
+                    .map(|route| (route.payload_type, route.delivery))
+            } else {
+                n.payload_type.map(|pt| (pt, Delivery::Whole))
+            };
+            let Some((payload_type, delivery)) = route else {
+                tracing::warn!(mime = %n.mime, "subscriber did not accept the track's codec");
                 continue;
             };
+            tracing::debug!(participant = %self.sid, track = %n.track, payload_type, ?delivery, "forwarding to a subscriber");
             entry.attached = true;
             entry.forwarder.send(ForwarderCommand::Add(DownTrack {
                 subscriber: self.sid.clone(),
                 conn: self.subscriber.id,
-                sender,
+                sender: n.sender,
                 ssrc: entry.ssrc,
                 payload_type,
+                delivery,
             }));
         }
         Ok(())
@@ -605,6 +680,15 @@ impl Session {
                 }
                 // Any non-zero value unique within the subscriber connection will do.
                 let ssrc: u32 = rand::random::<u32>().max(1);
+                // A RED track goes to each subscriber as RED or as the Opus
+                // inside it: the sender is Opus's, and RED is offered first
+                // beside it, as LiveKit offers them.
+                let red = crate::red::is_red(&forwarder.codec.mime_type);
+                let codec = if red {
+                    crate::red::opus_codec().rtp_codec
+                } else {
+                    forwarder.codec.clone()
+                };
                 // livekit-client finds the publisher and the track from these ids.
                 let local = MediaStreamTrack::new(
                     format!("{publisher}|{}", track.sid),
@@ -616,13 +700,19 @@ impl Session {
                             ssrc: Some(ssrc),
                             ..Default::default()
                         },
-                        codec: forwarder.codec.clone(),
+                        codec,
                         ..Default::default()
                     }],
                 );
                 let sender = self
                     .subscriber
-                    .with(move |conn, _| conn.pc.add_track(local))
+                    .with(move |conn, _| {
+                        let sender = conn.pc.add_track(local)?;
+                        if red {
+                            offer_red(&mut conn.pc, sender);
+                        }
+                        Ok::<_, rtc::shared::error::Error>(sender)
+                    })
                     .await??;
                 self.down.insert(
                     track_sid,

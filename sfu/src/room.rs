@@ -756,6 +756,12 @@ impl Room {
             simulcast: request.layers.len() > 1,
             stream: request.stream.clone(),
             disable_red: request.disable_red,
+            // Deprecated for audio_features, and still sent by livekit-client.
+            #[allow(deprecated)]
+            disable_dtx: request.disable_dtx,
+            #[allow(deprecated)]
+            stereo: request.stereo,
+            audio_features: audio_features(&request),
             encryption: request.encryption,
             ..Default::default()
         };
@@ -1311,6 +1317,30 @@ fn merge_attributes(into: &mut HashMap<String, String>, update: HashMap<String, 
 #[path = "room_tests.rs"]
 mod tests;
 
+/// The audio features of a track as LiveKit lists them: those the client
+/// named, each once and in its order, then those its older flags stand for.
+/// A few at most: there are seven, and the list goes to every participant.
+#[allow(deprecated)] // the flags, which livekit-client still sends
+fn audio_features(request: &lk::AddTrackRequest) -> Vec<i32> {
+    const MOST: usize = 16;
+    let flags = [
+        (request.stereo, lk::AudioTrackFeature::TfStereo),
+        (request.disable_dtx, lk::AudioTrackFeature::TfNoDtx),
+    ];
+    let mut features: Vec<i32> = Vec::new();
+    let named = request.audio_features.iter().copied();
+    let flagged = flags.iter().filter(|(set, _)| *set).map(|(_, f)| *f as i32);
+    for feature in named.chain(flagged) {
+        if !features.contains(&feature) {
+            if features.len() == MOST {
+                break;
+            }
+            features.push(feature);
+        }
+    }
+    features
+}
+
 /// The pending track that media arriving as `cid` (the SDP's msid track id)
 /// belongs to. Chromium's msid is the id livekit-client sent in AddTrack;
 /// Firefox puts an id of its own there, so, as LiveKit does, a track that
@@ -1334,4 +1364,38 @@ fn pending_key(
         .filter(|(_, (_, t))| t.r#type == kind as i32)
         .min_by_key(|(_, (order, _))| *order)
         .map(|(key, _)| key.clone())
+}
+
+#[cfg(test)]
+mod audio_feature_tests {
+    use super::*;
+
+    #[test]
+    #[allow(deprecated)]
+    fn flags_and_features_are_listed_once() {
+        let request = lk::AddTrackRequest {
+            stereo: true,
+            disable_dtx: true,
+            audio_features: vec![
+                lk::AudioTrackFeature::TfNoDtx as i32,
+                lk::AudioTrackFeature::TfEchoCancellation as i32,
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            audio_features(&request),
+            vec![
+                lk::AudioTrackFeature::TfNoDtx as i32,
+                lk::AudioTrackFeature::TfEchoCancellation as i32,
+                lk::AudioTrackFeature::TfStereo as i32,
+            ]
+        );
+        assert!(audio_features(&lk::AddTrackRequest::default()).is_empty());
+        // A client repeating itself, or naming values no one knows, is cut short.
+        let flood = lk::AddTrackRequest {
+            audio_features: (0..100_000).map(|i| i % 1000).collect(),
+            ..Default::default()
+        };
+        assert_eq!(audio_features(&flood), (0..16).collect::<Vec<i32>>());
+    }
 }

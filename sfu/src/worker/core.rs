@@ -10,9 +10,10 @@ use super::{ConnEvent, ConnId, ConnNotice, ConnRole, OpenConn, TrackKey, WorkerC
 use crate::feedback::{FEEDBACK_SLOT, Feedback, KeyframeRequestTap};
 use crate::forwarder::{Forwarder, ForwarderCommand, ForwarderHandle};
 use crate::outbound::{BufferPool, OutPacket, Outbound, REPORT_INTERVAL, StreamInfo};
+use crate::red::Delivery;
 use crate::rewriter::Rank;
 use crate::srtp::KeyTap;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder};
 use rtc::interceptor::{Registry, Slot};
@@ -655,9 +656,22 @@ impl WorkerCore {
         };
         forwarder.on_packet(now, rank, &mut packet);
         let clock_rate = forwarder.clock_rate;
+        // RED's primary encoding, found once for all the subscribers that
+        // did not accept RED, if any.
+        let mut primary: Option<Option<Bytes>> = None;
         for (down, route) in forwarder.fanout.routes() {
             let Some(sub) = self.conns.get_mut(&down.conn) else {
                 continue;
+            };
+            let payload = match down.delivery {
+                Delivery::Whole => &packet.payload,
+                Delivery::Primary => {
+                    match primary.get_or_insert_with(|| forwarder.red_primary(&packet.payload)) {
+                        Some(p) => &*p,
+                        // Unreadable: a decoder could not use it either.
+                        None => continue,
+                    }
+                }
             };
             if let (Some(outbound), Some((protocol, to))) = (sub.outbound.as_mut(), sub.peer) {
                 let info = StreamInfo {
@@ -670,7 +684,7 @@ impl WorkerCore {
                     sequence: route.sequence,
                     timestamp: route.timestamp,
                     marker: packet.header.marker,
-                    payload: &packet.payload,
+                    payload,
                     vp8: route.vp8,
                 };
                 match outbound.send(now, info, out, &mut self.pool) {
@@ -692,6 +706,7 @@ impl WorkerCore {
                 continue;
             };
             let mut out = packet.clone();
+            out.payload = payload.clone();
             out.header.sequence_number = route.sequence;
             out.header.timestamp = route.timestamp;
             out.header.ssrc = down.ssrc;
@@ -894,6 +909,9 @@ fn build_pc(
 ) -> Result<Built, rtc::shared::error::Error> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
+    // Opus in RED, as LiveKit registers it: publishers send it when the
+    // answer lists it first, subscribers that accept it get it as sent.
+    media.register_codec(crate::red::red_codec(), RtpCodecKind::Audio)?;
     // Microphones' levels tell who is speaking.
     media.register_header_extension(
         RTCRtpHeaderExtensionCapability {
