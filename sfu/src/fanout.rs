@@ -3,7 +3,7 @@
 //! the forwarder task feeds it packets and commands with an `Instant` and
 //! carries out the routes and keyframe requests it returns.
 
-use crate::rewriter::{Demand, KeyframeCodec, LayerRewriter, LayerTable, Rank, Verdict};
+use crate::rewriter::{Budget, Demand, KeyframeCodec, LayerRewriter, LayerTable, Rank, Verdict};
 use salon_common::ParticipantSid;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -183,23 +183,33 @@ impl<S> Fanout<S> {
     }
 
     /// Fits the layer of every subscriber to what its link carries:
-    /// `budget` gives a sink's share of its subscriber's bandwidth estimate
-    /// in bits per second, or `None` for no limit. `paused` hears of every
-    /// sink whose stream the budget pauses (`true`) or resumes (`false`).
+    /// `budget` gives a sink's share of its subscriber's bandwidth
+    /// estimate, or `None` for no limit. `paused` hears of every sink whose
+    /// stream the budget pauses (`true`) or resumes (`false`); `short`, of
+    /// every sink the budget holds below a layer it asked for, with the
+    /// extra bits per second the next layer up needs (what a probe must
+    /// find room for).
     pub fn fit(
         &mut self,
         now: Instant,
-        mut budget: impl FnMut(&S) -> Option<u64>,
+        mut budget: impl FnMut(&S) -> Option<Budget>,
         mut paused: impl FnMut(&S, bool),
+        mut short: impl FnMut(&S, u64),
     ) {
         for d in &mut self.downs {
             let was_paused = d.rewriter.budget().is_none();
-            let fits = match budget(&d.sink) {
+            let limit = budget(&d.sink);
+            let fits = match limit {
                 Some(b) => self.layers.fitting(now, b, was_paused),
                 None => Some(Rank::HIGH),
             }
             .filter(|_| !was_paused || d.pause.may_resume(now));
             d.rewriter.set_budget(fits);
+            if let (Some(_), Demand::UpTo(asked)) = (limit, d.rewriter.demand())
+                && let Some(extra) = self.layers.step_up(now, fits, asked)
+            {
+                short(&d.sink, extra);
+            }
             match (was_paused, fits.is_none()) {
                 (false, true) => d.pause.paused(now),
                 (true, false) => d.pause.resumed(now),
@@ -207,6 +217,16 @@ impl<S> Fanout<S> {
             }
             paused(&d.sink, fits.is_none());
         }
+    }
+
+    /// Takes `count` sequence numbers for padding in the stream `sink`
+    /// picks out (see `LayerRewriter::skip`).
+    pub fn skip(&mut self, sink: impl Fn(&S) -> bool, count: u16) -> Option<(u16, u32)> {
+        self.downs
+            .iter_mut()
+            .find(|d| sink(&d.sink))?
+            .rewriter
+            .skip(count)
     }
 
     /// Every subscriber's sink.

@@ -382,8 +382,9 @@ fn a_subscriber_whose_link_shrinks_gets_the_layer_that_fits_pauses_and_climbs_ba
         let at = sim.at(frame);
         sim.fanout.fit(
             at,
-            |name| (*name == "bob").then_some(budget),
+            |name| (*name == "bob").then_some(Budget::uniform(budget)),
             |name, paused| pauses.push((*name, paused)),
+            |_, _| {},
         );
     };
     // Bob's estimate drops: h fits, f does not. Ana has no estimate.
@@ -419,13 +420,81 @@ fn a_paused_stream_resumes_only_once_the_lowest_layer_fits() {
     sim.run(0..60, |_, _| true);
     let fit = |sim: &mut Sim, frame: u32, budget: u64| {
         let at = sim.at(frame);
-        sim.fanout.fit(at, |_| Some(budget), |_, _| {})
+        sim.fanout
+            .fit(at, |_| Some(Budget::uniform(budget)), |_, _| {}, |_, _| {})
     };
     fit(&mut sim, 60, 100);
     // Near q but under it: not enough to resume (it was enough to stay).
     fit(&mut sim, 61, 420);
     sim.run(61..120, |_, _| true);
     assert!(layers_between(&sim.out["bob"], sim.at(61), sim.at(120)).is_empty());
+}
+
+/// Random loss drags the whole estimate down but leaves its delay-based
+/// half high: the subscriber gets the lowest layer, not a paused video,
+/// until the pause budget itself is far below that layer.
+#[test]
+fn loss_without_a_queue_lowers_the_layer_without_pausing() {
+    let mut sim = Sim::new();
+    sim.subscribe("bob");
+    sim.run(0..60, |_, _| true);
+    let mut pauses = Vec::new();
+    let lossy = Budget {
+        layers: 100,
+        pause: 1_000_000,
+    };
+    sim.fanout.fit(
+        sim.at(60),
+        |_| Some(lossy),
+        |_, p| pauses.push(p),
+        |_, _| {},
+    );
+    sim.run(60..120, |_, _| true);
+    assert_eq!(
+        layers_between(&sim.out["bob"], sim.at(70), sim.at(120)),
+        vec![11]
+    );
+    sim.fanout.fit(
+        sim.at(120),
+        |_| Some(Budget::uniform(100)),
+        |_, p| pauses.push(p),
+        |_, _| {},
+    );
+    sim.run(120..180, |_, _| true);
+    assert!(layers_between(&sim.out["bob"], sim.at(121), sim.at(180)).is_empty());
+    assert_eq!(pauses, vec![true]);
+}
+
+/// A subscriber the budget holds below what it asked for is reported with
+/// what the next layer up needs: the room a probe must find.
+#[test]
+fn a_subscriber_held_below_its_layer_is_short_of_the_next_one() {
+    let mut sim = Sim::new();
+    sim.subscribe("bob");
+    sim.run(0..60, |_, _| true);
+    let short = |sim: &mut Sim, budget: u64| {
+        let mut found = Vec::new();
+        sim.fanout.fit(
+            sim.at(60),
+            |_| Some(Budget::uniform(budget)),
+            |_, _| {},
+            |_, extra| found.push(extra),
+        );
+        found
+    };
+    // On h (about 1 kb/s here), f (about 2 kb/s) needs about 1 kb/s more.
+    let extra = short(&mut sim, 1_400);
+    assert_eq!(extra.len(), 1, "{extra:?}");
+    assert!((500..1_500).contains(&extra[0]), "{extra:?}");
+    // Paused: the lowest layer is what is missing.
+    let extra = short(&mut sim, 100);
+    assert!((250..750).contains(&extra[0]), "{extra:?}");
+    // Everything fits: nothing to probe for.
+    assert_eq!(short(&mut sim, 1_000_000), Vec::<u64>::new());
+    // Asked for h and got it: nothing either.
+    sim.fanout
+        .set_demand(&sid("bob"), Demand::UpTo(Rank::MEDIUM));
+    assert_eq!(short(&mut sim, 1_400), Vec::<u64>::new());
 }
 
 #[test]
@@ -435,7 +504,12 @@ fn a_budget_never_raises_a_subscriber_above_what_it_asked_for() {
     sim.fanout
         .set_demand(&sid("bob"), Demand::UpTo(Rank::MEDIUM));
     sim.run(0..60, |_, _| true);
-    sim.fanout.fit(sim.at(60), |_| Some(1_000_000), |_, _| {});
+    sim.fanout.fit(
+        sim.at(60),
+        |_| Some(Budget::uniform(1_000_000)),
+        |_, _| {},
+        |_, _| {},
+    );
     sim.run(60..120, |_, _| true);
     assert_eq!(
         layers_between(&sim.out["bob"], sim.at(10), sim.at(120)),
@@ -513,8 +587,9 @@ fn resumes_that_fail_back_off() {
         let at = sim.at(frame);
         sim.fanout.fit(
             at,
-            |_| Some(budget),
+            |_| Some(Budget::uniform(budget)),
             |_, paused| events.push((frame, paused)),
+            |_, _| {},
         );
     };
     // Paused, then the estimate regrows: the first resume is at once.

@@ -10,6 +10,7 @@ pub mod negotiation;
 mod node;
 pub mod outbound;
 mod participant;
+pub mod probe;
 pub mod quality;
 pub mod red;
 mod registry;

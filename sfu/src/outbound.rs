@@ -5,6 +5,8 @@
 //! the counts for sender reports and the transport-wide sequence numbers
 //! the bandwidth estimate comes from live. Sans-IO.
 
+use crate::probe::{ProbeVerdict, Prober};
+use crate::rewriter::Budget;
 use crate::srtp::{Rollover, SrtpError, SrtpSender};
 use bytes::{Bytes, BytesMut};
 use rtc::interceptor::{BandwidthEstimator, Gcc, History, convert_twcc};
@@ -48,6 +50,30 @@ const FEEDBACK_WAIT: Duration = Duration::from_secs(2);
 /// which lowers the estimate by steps, brings it down within seconds.
 const MAX_ESTIMATE: f64 = 30_000_000.0;
 const MIN_ESTIMATE: f64 = 50_000.0;
+/// Loss over the last two seconds past which video pauses even with no
+/// queue building: with two packets in five lost, and their
+/// retransmissions with them, there is little picture left to save.
+/// LiveKit counts a link congested from a quarter. Measured over seconds,
+/// not from GCC's average of each report (a few packets each on a small
+/// layer), so that 25 % random loss never reads as 40 %.
+const HEAVY_LOSS_PERCENT: u32 = 40;
+/// Loss under which a link counts as clean: probes go out only then (a
+/// lossy link shows loss on a probe whatever its room).
+const CLEAN_LOSS_PERCENT: u32 = 2;
+/// Fewer packets than this over the two seconds tell nothing about loss.
+const MIN_LOSS_SAMPLE: u32 = 20;
+/// Video's RTP clock: what tells a probe which streams are video.
+const VIDEO_CLOCK_RATE: u32 = 90_000;
+/// A padding packet's payload: the most one padding count byte allows.
+const PADDING_LEN: usize = 255;
+/// All padding, its last byte saying how much (RFC 3550, 5.1).
+static PADDING: [u8; PADDING_LEN] = {
+    let mut padding = [0u8; PADDING_LEN];
+    padding[PADDING_LEN - 1] = PADDING_LEN as u8;
+    padding
+};
+/// Most padding packets a probe sends at once.
+const MAX_PADDING_PACKETS: u16 = 32;
 
 /// Datagram buffers, reused once the shell has sent them.
 #[derive(Default)]
@@ -111,6 +137,8 @@ struct OutStream {
     history: Vec<Option<Sent>>,
     packets: u32,
     octets: u32,
+    /// The last sequence number sent: what a probe sends again.
+    last_sequence: u16,
     /// The last timestamp sent and when: sender reports extrapolate from it.
     last: Option<(u32, Instant)>,
 }
@@ -123,6 +151,7 @@ impl OutStream {
             history: Vec::new(),
             packets: 0,
             octets: 0,
+            last_sequence: 0,
             last: None,
         }
     }
@@ -137,6 +166,22 @@ struct Congestion {
     next: u16,
     history: History,
     estimator: Gcc,
+    prober: Prober,
+    /// Packets the feedback reported (lost, all) in the current second and
+    /// the one before.
+    loss: [(u32, u32); 2],
+}
+
+impl Congestion {
+    /// Percent of the packets lost over the last two seconds, if enough
+    /// were reported to tell.
+    fn recent_loss_percent(&self) -> Option<u32> {
+        let (lost, all) = self
+            .loss
+            .iter()
+            .fold((0, 0), |(l, a), &(x, y)| (l + x, a + y));
+        (all >= MIN_LOSS_SAMPLE).then(|| lost * 100 / all)
+    }
 }
 
 /// The streams one subscriber connection sends, and their SRTP.
@@ -146,6 +191,10 @@ pub struct Outbound {
     congestion: Option<Congestion>,
     /// Resends in the current second, and when it began.
     resends: (Option<Instant>, u32),
+    /// Bytes sent since the start of the current second, and the rate of
+    /// the last one in bits per second: what a probe adds to.
+    sent: (Option<Instant>, u64),
+    rate: u64,
 }
 
 impl Outbound {
@@ -155,6 +204,8 @@ impl Outbound {
             streams: HashMap::new(),
             congestion: None,
             resends: (None, 0),
+            sent: (None, 0),
+            rate: 0,
         }
     }
 
@@ -171,6 +222,8 @@ impl Outbound {
                     next: 0,
                     history: History::new(),
                     estimator: Gcc::new(MAX_ESTIMATE, MIN_ESTIMATE, MAX_ESTIMATE),
+                    prober: Prober::default(),
+                    loss: [(0, 0); 2],
                 });
             }
         }
@@ -185,15 +238,162 @@ impl Outbound {
             cc.history.on_twcc_feedback(now, ack);
         }
         let reports = cc.history.take_reports();
+        let lost = reports.iter().filter(|r| !r.arrived).count() as u32;
+        cc.loss[0].0 += lost;
+        cc.loss[0].1 += reports.len() as u32;
+        cc.prober.observe(&reports);
         cc.estimator.on_reports(now, &reports);
+    }
+
+    /// Probes the link for `extra` bits per second more than the estimate,
+    /// which the next layer up of some track would need; false if a probe
+    /// cannot start now (one runs or failed lately, nothing limits, or the
+    /// link is losing packets anyway).
+    pub fn start_probe(&mut self, now: Instant, extra: u64) -> bool {
+        let Some(budget) = self.estimate() else {
+            return false;
+        };
+        let media = self.rate;
+        let Some(cc) = self.congestion.as_mut() else {
+            return false;
+        };
+        if cc
+            .recent_loss_percent()
+            .is_some_and(|loss| loss >= CLEAN_LOSS_PERCENT)
+        {
+            return false;
+        }
+        cc.prober
+            .start(now, media, budget.layers.saturating_add(extra))
+    }
+
+    /// The probe's verdict once its feedback is in. A link that carried
+    /// more than the estimate raises it to what it carried, with GCC
+    /// started afresh from there (nothing else sets its target; LiveKit
+    /// likewise resets its estimator after a probe).
+    pub fn conclude_probe(&mut self, now: Instant) -> Option<ProbeVerdict> {
+        let cc = self.congestion.as_mut()?;
+        let verdict = cc.prober.conclude(now)?;
+        if let ProbeVerdict::Carried(rate) = verdict
+            && (rate as f64) > cc.estimator.target_bitrate()
+        {
+            cc.estimator = Gcc::new(rate as f64, MIN_ESTIMATE, MAX_ESTIMATE);
+        }
+        Some(verdict)
+    }
+
+    /// Whether a probe is sending: the shell should call `pad` every few
+    /// milliseconds until it is not.
+    pub fn is_probing(&self, now: Instant) -> bool {
+        self.congestion
+            .as_ref()
+            .is_some_and(|cc| cc.prober.is_sending(now))
+    }
+
+    /// Whether a probe is behind, and if so on which video stream it
+    /// should send how many padding packets now: the busiest one, and only
+    /// right after the end of a frame (padding inside a frame would split
+    /// it for the receiver). The caller takes the sequence numbers from the
+    /// stream's rewriter and calls `pad`.
+    pub fn padding_due(&self, now: Instant) -> Option<(u32, u16)> {
+        let due = self.congestion.as_ref()?.prober.due(now);
+        if due == 0 {
+            return None;
+        }
+        let (&ssrc, stream) = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.info.clock_rate == VIDEO_CLOCK_RATE)
+            .max_by_key(|(_, s)| s.last.map(|(_, at)| at))?;
+        let last = stream
+            .history
+            .get(stream.last_sequence as usize % HISTORY)?
+            .as_ref()?;
+        if !last.marker || last.sequence != stream.last_sequence {
+            return None;
+        }
+        let count = due
+            .div_ceil(PADDING_LEN as u64)
+            .min(u64::from(MAX_PADDING_PACKETS));
+        Some((ssrc, count as u16))
+    }
+
+    /// Padding-only packets on stream `ssrc`: `count` of them numbered from
+    /// `first`, with the timestamp of the frame they follow, each handed to
+    /// `out`. They carry transport-wide numbers, so the feedback tells how
+    /// the link took them; they are kept for neither NACKs nor reports.
+    pub fn pad(
+        &mut self,
+        now: Instant,
+        (ssrc, first, timestamp): (u32, u16, u32),
+        count: u16,
+        pool: &mut BufferPool,
+        mut out: impl FnMut(BytesMut),
+    ) {
+        let Some(stream) = self.streams.get_mut(&ssrc) else {
+            return;
+        };
+        let payload_type = stream
+            .history
+            .get(stream.last_sequence as usize % HISTORY)
+            .and_then(Option::as_ref)
+            .map_or(0, |s| s.payload_type);
+        let padding = Bytes::from_static(&PADDING);
+        for i in 0..count {
+            let sequence = first.wrapping_add(i);
+            let roc = stream.rollover.send(sequence);
+            let packet = OutPacket {
+                ssrc,
+                payload_type,
+                sequence,
+                timestamp,
+                marker: false,
+                payload: &padding,
+                vp8: None,
+            };
+            let Ok(datagram) = write(
+                &mut self.srtp,
+                pool,
+                packet,
+                roc,
+                self.congestion.as_mut(),
+                true,
+            ) else {
+                return;
+            };
+            note_departure(self.congestion.as_mut(), now, &packet, datagram.len());
+            self.sent.1 += datagram.len() as u64;
+            if let Some(cc) = self.congestion.as_mut() {
+                cc.prober.sent(datagram.len());
+            }
+            out(datagram);
+        }
     }
 
     /// What the subscriber's link carries, in bits per second, if it
     /// gives feedback and that feedback showed congestion (below the
-    /// ceiling; at it, the link is not known to limit anything).
-    pub fn estimate(&self) -> Option<u64> {
-        let target = self.congestion.as_ref()?.estimator.target_bitrate();
-        (target < MAX_ESTIMATE).then_some(target as u64)
+    /// ceiling; at it, the link is not known to limit anything). Layers
+    /// fit the whole estimate; pausing goes by its delay-based half alone
+    /// unless the loss is heavy (`Budget::pause`).
+    pub fn estimate(&self) -> Option<Budget> {
+        let cc = self.congestion.as_ref()?;
+        let estimator = &cc.estimator;
+        let target = estimator.target_bitrate();
+        if target >= MAX_ESTIMATE {
+            return None;
+        }
+        let heavy = cc
+            .recent_loss_percent()
+            .is_some_and(|loss| loss >= HEAVY_LOSS_PERCENT);
+        let pause = if heavy {
+            target
+        } else {
+            estimator.delay_based_bitrate()
+        };
+        Some(Budget {
+            layers: target as u64,
+            pause: pause as u64,
+        })
     }
 
     /// The protected datagram of `packet`, noted for retransmission and
@@ -224,9 +424,18 @@ impl Outbound {
         });
         stream.packets = stream.packets.wrapping_add(1);
         stream.octets = stream.octets.wrapping_add(packet.payload.len() as u32);
+        stream.last_sequence = packet.sequence;
         stream.last = Some((packet.timestamp, now));
-        let datagram = write(&mut self.srtp, pool, packet, roc, self.congestion.as_mut())?;
+        let datagram = write(
+            &mut self.srtp,
+            pool,
+            packet,
+            roc,
+            self.congestion.as_mut(),
+            false,
+        )?;
         note_departure(self.congestion.as_mut(), now, &packet, datagram.len());
+        self.sent.1 += datagram.len() as u64;
         Ok(datagram)
     }
 
@@ -248,6 +457,23 @@ impl Outbound {
             return None;
         }
         *count += 1;
+        let (datagram, payload) = self.write_again(now, ssrc, sequence, pool)?;
+        if let Some(stream) = self.streams.get_mut(&ssrc) {
+            stream.packets = stream.packets.wrapping_add(1);
+            stream.octets = stream.octets.wrapping_add(payload as u32);
+        }
+        Some(datagram)
+    }
+
+    /// Packet `sequence` of stream `ssrc` written again from the history,
+    /// and the size of its payload.
+    fn write_again(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        sequence: u16,
+        pool: &mut BufferPool,
+    ) -> Option<(BytesMut, usize)> {
         let stream = self.streams.get_mut(&ssrc)?;
         let sent = stream
             .history
@@ -264,11 +490,18 @@ impl Outbound {
             vp8: sent.vp8,
         };
         let roc = stream.rollover.of(sequence);
-        stream.packets = stream.packets.wrapping_add(1);
-        stream.octets = stream.octets.wrapping_add(sent.payload.len() as u32);
-        let datagram = write(&mut self.srtp, pool, packet, roc, self.congestion.as_mut()).ok()?;
+        let datagram = write(
+            &mut self.srtp,
+            pool,
+            packet,
+            roc,
+            self.congestion.as_mut(),
+            false,
+        )
+        .ok()?;
         note_departure(self.congestion.as_mut(), now, &packet, datagram.len());
-        Some(datagram)
+        self.sent.1 += datagram.len() as u64;
+        Some((datagram, sent.payload.len()))
     }
 
     /// A sender report for every stream that sent lately, `wall` being the
@@ -279,10 +512,19 @@ impl Outbound {
         wall: SystemTime,
     ) -> Vec<(RTCRtpSenderId, SenderReport)> {
         let ntp = ntp_time(wall);
-        if let Some(cc) = self.congestion.as_mut()
-            && let Some(cutoff) = now.checked_sub(FEEDBACK_WAIT)
+        let (start, bytes) = &mut self.sent;
+        if let Some(elapsed) = start.map(|s| now.saturating_duration_since(s).as_micros() as u64)
+            && elapsed > 0
         {
-            cc.history.prune_before(cutoff);
+            self.rate = *bytes * 8 * 1_000_000 / elapsed;
+        }
+        *start = Some(now);
+        *bytes = 0;
+        if let Some(cc) = self.congestion.as_mut() {
+            cc.loss = [(0, 0), cc.loss[0]];
+            if let Some(cutoff) = now.checked_sub(FEEDBACK_WAIT) {
+                cc.history.prune_before(cutoff);
+            }
         }
         let mut reports = Vec::new();
         for (&ssrc, stream) in &mut self.streams {
@@ -316,18 +558,21 @@ impl Outbound {
 /// Writes `packet` with a 12-byte header and, if the connection gives
 /// transport-wide feedback, the next transport-wide sequence number as the
 /// one extension (the publisher's extensions are not copied: their ids
-/// were negotiated on another connection), and protects it.
+/// were negotiated on another connection), and protects it. With
+/// `padding`, the header's P bit says the payload is all padding.
 fn write(
     srtp: &mut SrtpSender,
     pool: &mut BufferPool,
     packet: OutPacket<'_>,
     roc: u32,
     congestion: Option<&mut Congestion>,
+    padding: bool,
 ) -> Result<BytesMut, SrtpError> {
     let mut buf = pool.take();
     let extension = if congestion.is_some() { 0x10 } else { 0 };
+    let padded = if padding { 0x20 } else { 0 };
     buf.extend_from_slice(&[
-        0x80 | extension,
+        0x80 | padded | extension,
         (u8::from(packet.marker) << 7) | (packet.payload_type & 0x7f),
     ]);
     buf.extend_from_slice(&packet.sequence.to_be_bytes());

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::fanout::Fanout;
+use crate::probe::ProbeVerdict;
 use crate::rewriter::Rank;
 use crate::srtp::Profile;
 use rtc::crypto::RTCCryptoProvider;
@@ -180,29 +181,48 @@ fn with_transport_cc_every_packet_carries_the_next_transport_wide_number() {
 }
 
 /// Transport-wide feedback for `count` packets from `first`, arriving
-/// `spacing` apart from `start` on the receiver's clock.
-fn feedback(first: u16, count: u16, start: Duration, spacing: Duration) -> TransportLayerCc {
+/// `spacing` apart from `start` on the receiver's clock, except those
+/// `lost` says never arrived.
+fn feedback(
+    first: u16,
+    count: u16,
+    start: Duration,
+    spacing: Duration,
+    lost: impl Fn(u16) -> bool,
+) -> TransportLayerCc {
     let tick = Duration::from_millis(64);
     let reference = (start.as_micros() / tick.as_micros()) as u32;
     let mut at = tick * reference;
     let mut recv_deltas = Vec::new();
+    let mut packet_chunks: Vec<PacketStatusChunk> = Vec::new();
     for i in 0..count {
-        let arrival = start + spacing * u32::from(i);
-        recv_deltas.push(RecvDelta {
-            type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta,
-            delta: (arrival - at).as_micros() as i64,
-        });
-        at = arrival;
+        let symbol = if lost(first.wrapping_add(i)) {
+            SymbolTypeTcc::PacketNotReceived
+        } else {
+            let arrival = start + spacing * u32::from(i);
+            recv_deltas.push(RecvDelta {
+                type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta,
+                delta: (arrival - at).as_micros() as i64,
+            });
+            at = arrival;
+            SymbolTypeTcc::PacketReceivedLargeDelta
+        };
+        match packet_chunks.last_mut() {
+            Some(PacketStatusChunk::RunLengthChunk(run)) if run.packet_status_symbol == symbol => {
+                run.run_length += 1;
+            }
+            _ => packet_chunks.push(PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                packet_status_symbol: symbol,
+                run_length: 1,
+                ..Default::default()
+            })),
+        }
     }
     TransportLayerCc {
         base_sequence_number: first,
         packet_status_count: count,
         reference_time: reference,
-        packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
-            packet_status_symbol: SymbolTypeTcc::PacketReceivedLargeDelta,
-            run_length: count,
-            ..Default::default()
-        })],
+        packet_chunks,
         recv_deltas,
         ..Default::default()
     }
@@ -210,10 +230,10 @@ fn feedback(first: u16, count: u16, start: Duration, spacing: Duration) -> Trans
 
 /// Packets of 1200 bytes sent 1 ms apart (about 10 Mb/s) for two
 /// seconds. They arrive `arrival_spacing` apart: 1 ms when the link keeps
-/// up, 4 ms when it carries a quarter of that and a queue builds. The
-/// subscriber reports what arrived every 50 ms of its clock, and the report
-/// reaches us 10 ms later.
-fn estimate_after(arrival_spacing: Duration) -> Option<u64> {
+/// up, 4 ms when it carries a quarter of that and a queue builds; those
+/// `lost` picks never arrive. The subscriber reports every 50 ms of its
+/// clock, and the report reaches us 10 ms later.
+fn estimate_after(arrival_spacing: Duration, lost: impl Fn(u16) -> bool + Copy) -> Option<Budget> {
     const PACKETS: u32 = 2000;
     let mut pool = BufferPool::default();
     let mut ob = outbound(6);
@@ -248,6 +268,7 @@ fn estimate_after(arrival_spacing: Duration) -> Option<u64> {
                 (next_reported - first) as u16,
                 Duration::from_secs(1) + arrives_at(first),
                 arrival_spacing,
+                lost,
             );
             ob.on_transport_feedback(t0 + delivered, &fb);
         }
@@ -256,14 +277,40 @@ fn estimate_after(arrival_spacing: Duration) -> Option<u64> {
     ob.estimate()
 }
 
+const NONE_LOST: fn(u16) -> bool = |_| false;
+
 #[test]
 fn the_estimate_holds_on_a_clear_link_and_falls_when_a_queue_builds() {
     // A clear link limits nothing.
-    assert_eq!(estimate_after(Duration::from_millis(1)), None);
-    // A quarter of about 9.6 Mb/s arrives: the estimate goes below that.
-    let congested = estimate_after(Duration::from_millis(4)).expect("an estimate");
-    assert!(congested < 2_400_000, "congested link: {congested}");
-    assert!(congested >= MIN_ESTIMATE as u64, "{congested}");
+    assert_eq!(estimate_after(Duration::from_millis(1), NONE_LOST), None);
+    // A quarter of about 9.6 Mb/s arrives: the estimate goes below that,
+    // and the queue is reason enough to pause.
+    let congested = estimate_after(Duration::from_millis(4), NONE_LOST).expect("an estimate");
+    assert!(
+        congested.layers < 2_400_000,
+        "congested link: {congested:?}"
+    );
+    assert!(congested.layers >= MIN_ESTIMATE as u64, "{congested:?}");
+    assert!(congested.pause < 2_400_000, "congested link: {congested:?}");
+}
+
+#[test]
+fn random_loss_lowers_the_layers_but_pauses_only_when_heavy() {
+    let clear = Duration::from_millis(1);
+    // One packet in five lost, with no queue: the layers come down (GCC's
+    // loss half falls past 10 %, here by half in two seconds), but the
+    // link is not known to be short of room, so the lowest layer is not
+    // paused.
+    let lossy = estimate_after(clear, |n| n % 5 == 0).expect("an estimate");
+    assert!(lossy.layers < 15_000_000, "20 % loss: {lossy:?}");
+    assert_eq!(
+        lossy.pause, MAX_ESTIMATE as u64,
+        "20 % loss, no queue: {lossy:?}"
+    );
+    // One in two: retransmissions cannot keep up; the video pauses too.
+    let heavy = estimate_after(clear, |n| n % 2 == 0).expect("an estimate");
+    assert_eq!(heavy.pause, heavy.layers, "50 % loss: {heavy:?}");
+    assert!(heavy.pause < 3_000_000, "50 % loss: {heavy:?}");
 }
 
 #[test]
@@ -374,4 +421,271 @@ fn forwarding_to_ten_subscribers_allocates_nothing_after_warm_up() {
         allocated, 0,
         "{allocated} allocations for {forwarded} forwarded packets"
     );
+}
+
+/// Transport-wide feedback from `first` on, one entry per packet: when it
+/// arrived on the receiver's clock, or `None` if it never did.
+fn feedback_at(first: u16, arrivals: &[Option<Duration>]) -> TransportLayerCc {
+    let tick = Duration::from_millis(64);
+    let start = arrivals
+        .iter()
+        .flatten()
+        .next()
+        .copied()
+        .unwrap_or_default();
+    let reference = (start.as_micros() / tick.as_micros()) as u32;
+    let mut at = tick * reference;
+    let mut recv_deltas = Vec::new();
+    let mut packet_chunks: Vec<PacketStatusChunk> = Vec::new();
+    for arrival in arrivals {
+        let symbol = match arrival {
+            Some(arrival) => {
+                recv_deltas.push(RecvDelta {
+                    type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta,
+                    delta: arrival.as_micros() as i64 - at.as_micros() as i64,
+                });
+                at = *arrival;
+                SymbolTypeTcc::PacketReceivedLargeDelta
+            }
+            None => SymbolTypeTcc::PacketNotReceived,
+        };
+        match packet_chunks.last_mut() {
+            Some(PacketStatusChunk::RunLengthChunk(run)) if run.packet_status_symbol == symbol => {
+                run.run_length += 1;
+            }
+            _ => packet_chunks.push(PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                packet_status_symbol: symbol,
+                run_length: 1,
+                ..Default::default()
+            })),
+        }
+    }
+    TransportLayerCc {
+        base_sequence_number: first,
+        packet_status_count: arrivals.len() as u16,
+        reference_time: reference,
+        packet_chunks,
+        recv_deltas,
+        ..Default::default()
+    }
+}
+
+/// A subscriber's downlink in simulated time: a queue drained at
+/// `capacity` bits per second; the subscriber reports every 50 ms what
+/// arrived, and the report reaches the sender 10 ms later.
+struct Downlink {
+    ob: Outbound,
+    pool: BufferPool,
+    t0: Instant,
+    /// Simulated milliseconds so far.
+    ms: u64,
+    capacity: u64,
+    /// When the link is free again, on the receiver's clock.
+    free: Duration,
+    /// Transport-wide number and arrival of each packet not reported yet.
+    unreported: Vec<(u16, Duration)>,
+    sequence: u16,
+    /// Bytes the probe sent.
+    padded: usize,
+}
+
+impl Downlink {
+    fn new(capacity: u64) -> Self {
+        let mut ob = outbound(8);
+        ob.set_transport_cc(Some(3));
+        Self {
+            ob,
+            pool: BufferPool::default(),
+            t0: Instant::now(),
+            ms: 0,
+            capacity,
+            free: Duration::ZERO,
+            unreported: Vec::new(),
+            sequence: 0,
+            padded: 0,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.t0 + Duration::from_millis(self.ms)
+    }
+
+    /// The transport-wide number a datagram carries (bytes 16..18 of the
+    /// header: the extension element after 0xBEDE and its length).
+    fn twcc_number(datagram: &[u8]) -> u16 {
+        u16::from_be_bytes([datagram[17], datagram[18]])
+    }
+
+    fn deliver(&mut self, datagram: BytesMut) {
+        let departed = Duration::from_millis(self.ms);
+        let start = self.free.max(departed);
+        self.free =
+            start + Duration::from_micros(datagram.len() as u64 * 8 * 1_000_000 / self.capacity);
+        self.unreported.push((
+            Self::twcc_number(&datagram),
+            self.free + Duration::from_millis(5),
+        ));
+        self.pool.give(datagram);
+    }
+
+    /// Runs for `ms` milliseconds sending `media` bits per second of
+    /// 1000-byte packets, plus whatever a probe asks for every 10 ms.
+    fn run(&mut self, ms: u64, media: u64) {
+        let payload = Bytes::from(vec![0u8; 1000 - 20 - 16]);
+        let end = self.ms + ms;
+        let mut media_bytes = 0u64;
+        let started = self.ms;
+        while self.ms < end {
+            while media_bytes * 8 * 1000 < media * (self.ms - started + 1) {
+                let now = self.now();
+                let datagram = self
+                    .ob
+                    .send(now, info(), out(&payload, self.sequence, 0), &mut self.pool)
+                    .expect("sent");
+                self.sequence = self.sequence.wrapping_add(1);
+                media_bytes += datagram.len() as u64;
+                self.deliver(datagram);
+            }
+            if self.ms.is_multiple_of(10) {
+                // The test's stream numbers padding itself, as a rewriter
+                // would: right after the last packet.
+                if let Some((ssrc, count)) = self.ob.padding_due(self.now()) {
+                    let first = self.sequence;
+                    self.sequence = self.sequence.wrapping_add(count);
+                    let mut padding = Vec::new();
+                    let (now, pool) = (self.now(), &mut self.pool);
+                    self.ob
+                        .pad(now, (ssrc, first, 0), count, pool, |d| padding.push(d));
+                    for datagram in padding {
+                        self.padded += datagram.len();
+                        self.deliver(datagram);
+                    }
+                }
+            }
+            if self.ms.is_multiple_of(50) {
+                self.report();
+            }
+            self.ms += 1;
+        }
+    }
+
+    /// What arrived by now, reported (a packet still queued is not yet).
+    fn report(&mut self) {
+        let arrived_by = Duration::from_millis(self.ms);
+        let count = self
+            .unreported
+            .iter()
+            .take_while(|(_, arrival)| *arrival <= arrived_by)
+            .count();
+        if count == 0 {
+            return;
+        }
+        let batch: Vec<_> = self.unreported.drain(..count).collect();
+        let arrivals: Vec<_> = batch
+            .iter()
+            .map(|(_, a)| Some(Duration::from_secs(1) + *a))
+            .collect();
+        let fb = feedback_at(batch[0].0, &arrivals);
+        let at = self.now() + Duration::from_millis(10);
+        self.ob.on_transport_feedback(at, &fb);
+    }
+}
+
+/// The estimate falls on a 1 Mb/s link sent 4 Mb/s; then the link widens
+/// to `capacity` while the subscriber gets 300 kb/s. A probe for 1.5 Mb/s
+/// more than the estimate goes out as padding.
+fn probe_after_congestion(capacity: u64) -> (Downlink, Budget, Option<ProbeVerdict>) {
+    let mut link = Downlink::new(1_000_000);
+    link.run(1000, 4_000_000);
+    assert!(link.ob.estimate().is_some(), "congestion seen");
+    link.capacity = capacity;
+    link.run(4000, 300_000);
+    let before = link.ob.estimate().expect("still limited");
+    assert!(before.layers < 2_000_000, "{before:?}");
+    // The once-a-second upkeep measures what the connection sends.
+    link.ob.reports(link.now(), SystemTime::now());
+    link.run(1000, 300_000);
+    link.ob.reports(link.now(), SystemTime::now());
+    assert!(link.ob.start_probe(link.now(), 1_500_000));
+    assert!(link.ob.is_probing(link.now()));
+    link.run(1000, 300_000);
+    assert!(!link.ob.is_probing(link.now()));
+    let verdict = link.ob.conclude_probe(link.now());
+    (link, before, verdict)
+}
+
+#[test]
+fn a_probe_that_the_link_carries_raises_the_estimate_at_once() {
+    let (link, before, verdict) = probe_after_congestion(10_000_000);
+    let Some(ProbeVerdict::Carried(rate)) = verdict else {
+        panic!("the link had room: {verdict:?}");
+    };
+    let after = link.ob.estimate().expect("an estimate");
+    assert!(
+        after.layers >= before.layers + 1_500_000,
+        "before {before:?}, carried {rate}, after {after:?}"
+    );
+    // Half a second at about (before + 1.5 Mb/s) × 1.2 - 300 kb/s.
+    let expected = (before.layers + 1_500_000) * 12 / 10 - 300_000;
+    let padded = link.padded as u64 * 8 * 2;
+    assert!(
+        padded >= expected * 9 / 10 && padded <= expected * 11 / 10,
+        "probe sent {padded} b/s, expected about {expected}"
+    );
+}
+
+#[test]
+fn a_probe_that_the_link_cannot_carry_leaves_the_estimate() {
+    let (link, before, verdict) = probe_after_congestion(1_000_000);
+    assert_eq!(verdict, Some(ProbeVerdict::Congested));
+    let after = link.ob.estimate().expect("an estimate");
+    assert!(
+        after.layers <= before.layers * 3 / 2,
+        "before {before:?}, after {after:?}"
+    );
+}
+
+#[test]
+fn padding_opens_at_the_subscriber_as_padding_only_packets_after_the_frame() {
+    let mut pool = BufferPool::default();
+    let mut ob = outbound(9);
+    ob.set_transport_cc(Some(3));
+    let t0 = Instant::now();
+    let payload = Bytes::from_static(b"the end of a frame");
+    let mut last = out(&payload, 41, 7000);
+    last.marker = false;
+    let datagram = ob.send(t0, info(), last, &mut pool).unwrap();
+    pool.give(datagram);
+    ob.congestion
+        .as_mut()
+        .unwrap()
+        .prober
+        .start(t0, 0, 1_000_000);
+    let later = t0 + Duration::from_millis(100);
+    assert_eq!(ob.padding_due(later), None, "not inside a frame");
+    let datagram = ob
+        .send(t0, info(), out(&payload, 42, 7000), &mut pool)
+        .unwrap();
+    pool.give(datagram);
+    let (ssrc, count) = ob.padding_due(later).expect("padding due");
+    assert_eq!(ssrc, 0xabc);
+    // 1.2 Mb/s for 100 ms: 15 kB, 255 bytes a packet, at most 32 at once.
+    assert_eq!(count, 32);
+    let mut sent = Vec::new();
+    ob.pad(later, (ssrc, 43, 7000), count, &mut pool, |d| sent.push(d));
+    assert_eq!(sent.len(), 32);
+    let mut rx = receiver(9);
+    for (i, datagram) in sent.iter().enumerate() {
+        let plain = rx.decrypt_rtp(datagram).unwrap();
+        let packet = Packet::unmarshal(&mut plain.freeze()).unwrap();
+        assert!(packet.header.padding);
+        assert!(!packet.header.marker);
+        assert_eq!(packet.header.sequence_number, 43 + i as u16);
+        assert_eq!(packet.header.timestamp, 7000);
+        assert_eq!(packet.header.payload_type, 96);
+        assert!(packet.payload.is_empty(), "all padding");
+    }
+    // Not kept for NACKs: the history still answers for the media.
+    assert!(ob.resend(later, 0xabc, 43, &mut pool).is_none());
+    assert!(ob.resend(later, 0xabc, 42, &mut pool).is_some());
 }

@@ -84,6 +84,39 @@ struct Seen {
     at: Instant,
 }
 
+/// A subscriber's share of its link for one track, in bits per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// What the layer sent must fit in: the estimate, delay and loss
+    /// together.
+    pub layers: u64,
+    /// What decides whether the video pauses. Random loss on its own (a
+    /// poor Wi-Fi) drags the whole estimate to its floor, yet the lowest
+    /// layer still gets through with retransmissions; so only a queue
+    /// building up, or loss too heavy for retransmissions to mend, pauses
+    /// it (see `Outbound::estimate`).
+    pub pause: u64,
+}
+
+impl Budget {
+    /// The same limit for both.
+    pub fn uniform(bits_per_second: u64) -> Self {
+        Self {
+            layers: bits_per_second,
+            pause: bits_per_second,
+        }
+    }
+
+    /// An equal share among `tracks`.
+    pub fn share(self, tracks: u64) -> Self {
+        let tracks = tracks.max(1);
+        Self {
+            layers: self.layers / tracks,
+            pause: self.pause / tracks,
+        }
+    }
+}
+
 /// How often a layer's bitrate is measured.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -118,30 +151,49 @@ impl LayerTable {
         rate.bytes += bytes as u64;
     }
 
-    /// The best live layer whose bitrate fits in `budget` bits per second.
-    /// If none does, still the lowest one unless the budget is well below
-    /// it (`None`: the video pauses, as LiveKit's does, and the sound goes
+    /// The best live layer whose bitrate fits in `budget.layers`. If none
+    /// does, still the lowest one unless `budget.pause` is well below it
+    /// (`None`: the video pauses, as LiveKit's does, and the sound goes
     /// on); `paused` says whether it is paused now, so that it resumes only
-    /// once the lowest layer fits, and does not flap at the edge.
-    pub fn fitting(&self, now: Instant, budget: u64, paused: bool) -> Option<Rank> {
+    /// once the lowest layer fits in `budget.pause`, and does not flap at
+    /// the edge.
+    pub fn fitting(&self, now: Instant, budget: Budget, paused: bool) -> Option<Rank> {
         let mut lowest = None;
         let mut best = None;
         for i in (0..Rank::COUNT).filter(|&i| self.live(now, i).is_some()) {
             lowest.get_or_insert(i);
-            if self.rates[i].bits_per_second.is_some_and(|b| b <= budget) {
+            if self.rates[i]
+                .bits_per_second
+                .is_some_and(|b| b <= budget.layers)
+            {
                 best = Some(i);
             }
-        }
-        if let Some(i) = best {
-            return Some(Rank(i as u8));
         }
         let Some(i) = lowest else {
             // Nothing live, or nothing measured yet: no reason to hold back.
             return Some(Rank::HIGH);
         };
         let needed = self.rates[i].bits_per_second.unwrap_or(0);
-        let far_below = budget.saturating_mul(4) < needed.saturating_mul(3);
-        (!paused && !far_below).then_some(Rank(i as u8))
+        let keep = if paused {
+            budget.pause >= needed
+        } else {
+            budget.pause.saturating_mul(4) >= needed.saturating_mul(3)
+        };
+        keep.then_some(Rank(best.unwrap_or(i) as u8))
+    }
+
+    /// The extra bits per second a subscriber held at `current` by its
+    /// budget (`None`: paused) would need for the next live layer up, if
+    /// there is one it asked for (`asked`) with a measured bitrate.
+    pub fn step_up(&self, now: Instant, current: Option<Rank>, asked: Rank) -> Option<u64> {
+        let from = current.map_or(0, |r| r.index() + 1);
+        let next = (from..=asked.index())
+            .find(|&i| self.live(now, i).is_some() && self.rates[i].bits_per_second.is_some())?;
+        let current_rate = current
+            .and_then(|r| self.rates[r.index()].bits_per_second)
+            .unwrap_or(0);
+        let next_rate = self.rates[next].bits_per_second.unwrap_or(0);
+        Some(next_rate.saturating_sub(current_rate).max(1))
     }
 
     fn live(&self, now: Instant, index: usize) -> Option<u32> {
@@ -412,6 +464,25 @@ impl LayerRewriter {
             timestamp: out_ts,
             vp8: vp8.map(|d| self.vp8.apply(d)),
         }
+    }
+
+    /// Takes the `count` sequence numbers after the last packet sent, for
+    /// padding (a bandwidth probe); returns the first and the timestamp the
+    /// padding carries (the last packet's), or `None` if nothing was sent
+    /// yet. The stream goes on after them. A late packet from before them
+    /// would need a number they took: it is dropped.
+    pub fn skip(&mut self, count: u16) -> Option<(u16, u32)> {
+        let layer = self.current.as_mut()?;
+        self.last_out_at?;
+        let first = self.last_out_seq.wrapping_add(1);
+        // The incoming number of the last packet sent, plus one.
+        layer.first_seq = self
+            .last_out_seq
+            .wrapping_sub(layer.seq_offset)
+            .wrapping_add(1);
+        layer.seq_offset = layer.seq_offset.wrapping_add(count);
+        self.last_out_seq = self.last_out_seq.wrapping_add(count);
+        Some((first, self.last_out_ts))
     }
 
     fn switch_to(&mut self, now: Instant, rank: Rank, ssrc: u32, sequence: u16, timestamp: u32) {

@@ -3,13 +3,15 @@
 // fits. Here a viewer's downlink degrades under real packet loss: it must
 // get a smaller layer while the publisher still sends the large one (so the
 // SFU chose, not the publisher or the viewer's SDK), in the same stream,
-// and the large layer back once the link is fine again.
+// the small layer for as long as the loss lasts (random loss is no reason
+// to pause the video), and the large layer back once the link is fine
+// again, after Salon probed the link for the room it needs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSdkFixture } from './lib/sdk.js';
 import { waitForMediaFrom } from './lib/browser.js';
 import { lossTable } from './lib/netloss.js';
-import { BANDWIDTH_LOG, HD_PUBLISHER, lastEstimate, publisherLayers, sleep } from './lib/bandwidth.js';
+import { BANDWIDTH_LOG, HD_PUBLISHER, lastEstimate, probeVerdicts, publisherLayers, sleep } from './lib/bandwidth.js';
 
 let fx;
 let loss;
@@ -30,11 +32,17 @@ after(async () => {
 /// Share of Salon's datagrams to the viewer dropped while the link is bad:
 /// well above the 10 % up to which GCC holds its estimate, so that the
 /// estimate falls within seconds from wherever it had climbed (on a clear
-/// link it grows by some 8 % a second, whatever is sent). Random loss
+/// link it grows by some 8 % a second, whatever is sent), and on down to
+/// its floor while the loss lasts. Random loss
 /// rather than a rate limit (nftables' `limit rate`): without probing,
 /// Salon's estimate climbs past a limit again and the layer keeps moving,
 /// which leaves no steady smaller layer to wait for.
 const LOSS_PERCENT = 25;
+
+/// Seconds the loss goes on once the viewer is on the smallest layer:
+/// enough for GCC's estimate to fall from there to its floor, well below
+/// that layer, which used to pause the video.
+const LOSS_HOLD_SECONDS = 10;
 
 /// The viewer's subscriber connection: its video inbound-rtp entries (one
 /// unless a layer switch showed up as a new stream: the viewer publishes
@@ -80,6 +88,12 @@ test('a subscriber whose downlink degrades gets a smaller layer, and the large o
   // element's size, and never changes its mind on its own.
   const viewer = await fx.joinWithSdk('vic', 'bandwidth-room', {}, { adaptiveStream: false }, false);
   await waitForMediaFrom(viewer, 'pat');
+  await viewer.evaluate(() => {
+    window.streamStates = [];
+    window.salonRoom.on(LivekitClient.RoomEvent.TrackStreamStateChanged, (pub, state) =>
+      window.streamStates.push({ state, kind: pub.kind }),
+    );
+  });
   await viewer.evaluate(() =>
     window.salonRoom
       .getParticipantByIdentity('pat')
@@ -153,16 +167,19 @@ test('a subscriber whose downlink degrades gets a smaller layer, and the large o
   let qualityDuring;
   try {
     loss.drop(before.ports.remote, before.ports.local, LOSS_PERCENT);
-    // One reading is enough (a frame that small was decoded), and the loss
-    // stops right then: the estimate goes on falling while the loss lasts,
-    // and what is tested is the way down and back, not how low it goes.
+    // One reading is enough (a frame that small was decoded).
     during = await waitFor('loss', 'a smaller layer under loss', (s) => s.width > 0 && s.width <= 320, 20000, 1);
     // Still under loss: whether the viewer's SDK asked for less.
     qualityDuring = await quality();
+    for (let i = 0; i < LOSS_HOLD_SECONDS; i++) {
+      await sleep(1000);
+      await sample('loss');
+    }
     dropped = loss.dropped();
   } finally {
     loss.clear();
   }
+  const clearedAt = Date.now();
   const recovered = await waitFor('recovery', 'the large layer back', (s) => s.width >= before.width, 60000);
   // A little longer: the large layer holds on the clear link.
   for (let i = 0; i < 3; i++) {
@@ -170,7 +187,13 @@ test('a subscriber whose downlink degrades gets a smaller layer, and the large o
     await sample('recovery');
   }
   const last = samples.at(-1);
-  const clearAgain = samples[samples.indexOf(during) + 1];
+  const held = samples.filter((s) => s.phase === 'loss' && s.t > during.t);
+  const endOfLoss = held.at(-1);
+  const clearAgain = samples[samples.indexOf(endOfLoss) + 1];
+  const streamStates = await viewer.evaluate(() => window.streamStates);
+  const probes = probeVerdicts(fx.salon).map((p) => ({ ...p, t: Number(((p.at - t0) / 1000).toFixed(1)) }));
+  const recoveredAt = t0 + recovered.t * 1000;
+  const probesInRecovery = probes.filter((p) => p.at >= clearedAt && p.at <= recoveredAt);
 
   const watched = samples.slice(samples.indexOf(before));
   const stalls = watched.filter((s, i) => i > 0 && s.decoded <= watched[i - 1].decoded).map((s) => s.t);
@@ -188,6 +211,7 @@ test('a subscriber whose downlink degrades gets a smaller layer, and the large o
         before: before.estimate,
         atDrop: during.estimate,
         lowest: Math.min(...watched.map((s) => s.estimate ?? Infinity)),
+        endOfLoss: endOfLoss.estimate,
         atRecovery: recovered.estimate,
         last: last.estimate,
       }).map(([k, v]) => [k, Math.round(v / 1000)]),
@@ -200,6 +224,9 @@ test('a subscriber whose downlink degrades gets a smaller layer, and the large o
     stalls,
     ssrcs: [...new Set(watched.flatMap((s) => s.ssrcs))],
     qualityDuring,
+    heldWidths: held.map((s) => s.width),
+    probes: probes.map(({ t, verdict, bps }) => ({ t, verdict, kbps: bps && Math.round(bps / 1000) })),
+    streamStates,
     publisherLargest: {
       rid: bigRid,
       widths: [big(before).width, big(during).width],
@@ -211,6 +238,25 @@ test('a subscriber whose downlink degrades gets a smaller layer, and the large o
 
   assert.ok(dropped >= 50, `packets dropped: ${dropped}`);
   assert.ok(during.width < before.width, `a smaller layer under loss: ${JSON.stringify(summary.widths)}`);
+  // The loss went on while the estimate fell to its floor, far below the
+  // smallest layer: the video stayed on that layer, not paused. Random
+  // loss is what retransmissions mend; only a queue building up, or a
+  // third of the packets lost, pauses it.
+  assert.ok(
+    summary.estimateKbps.endOfLoss * 1000 < 100_000,
+    `the estimate fell below the smallest layer: ${JSON.stringify(summary.estimateKbps)}`,
+  );
+  assert.ok(
+    held.every((s) => s.width > 0 && s.width <= 320),
+    `the smallest layer while the loss lasted: ${JSON.stringify(summary.heldWidths)}`,
+  );
+  assert.deepEqual(streamStates, [], 'no stream state change: the video never paused');
+  // Back up only over room proven first: a probe the link carried, after
+  // the loss and before the large layer came back.
+  assert.ok(
+    probesInRecovery.some((p) => p.verdict === 'Carried'),
+    `a probe the link carried before the large layer came back: ${JSON.stringify(summary.probes)}`,
+  );
   // The viewer's SDK still asked for the best layer, and the publisher
   // still sent it at full size all along (15 frames a second at least):
   // the smaller picture is Salon's choice for this link.

@@ -11,7 +11,7 @@ use crate::feedback::{FEEDBACK_SLOT, Feedback, KeyframeRequestTap};
 use crate::forwarder::{Forwarder, ForwarderCommand, ForwarderHandle};
 use crate::outbound::{BufferPool, OutPacket, Outbound, REPORT_INTERVAL, StreamInfo};
 use crate::red::Delivery;
-use crate::rewriter::Rank;
+use crate::rewriter::{Budget, Rank};
 use crate::srtp::KeyTap;
 use bytes::{Bytes, BytesMut};
 use rtc::ice::tcp_type::TcpType;
@@ -40,7 +40,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 pub(crate) const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -131,6 +131,10 @@ pub(crate) struct WorkerCore {
     /// The wall clock at an instant, for sender reports.
     clock: (Instant, SystemTime),
     next_report: Instant,
+    /// Subscriber connections whose probe is sending, and when it next
+    /// sends (`None`: none is).
+    probing: Vec<ConnId>,
+    next_probe: Option<Instant>,
     /// Reused between flushes so that reading a connection allocates nothing.
     inbox: Vec<RTCMessage>,
     events: Vec<RTCPeerConnectionEvent>,
@@ -140,6 +144,9 @@ pub(crate) struct WorkerCore {
 /// Most datagrams queued for sending; beyond it the oldest are dropped, as
 /// a full socket buffer would.
 const MAX_TRANSMITS: usize = 65_536;
+/// How often a running probe sends what it is behind on: often enough
+/// that its packets are spread over the probe, not bunched per second.
+const PROBE_PACE: Duration = Duration::from_millis(10);
 
 impl WorkerCore {
     /// `clock` is the wall clock at an instant: the core reads no clock
@@ -164,6 +171,8 @@ impl WorkerCore {
             pool: BufferPool::default(),
             clock,
             next_report: clock.0 + REPORT_INTERVAL,
+            probing: Vec::new(),
+            next_probe: None,
             inbox: Vec::new(),
             events: Vec::new(),
             next_id: 1,
@@ -237,13 +246,16 @@ impl WorkerCore {
     /// The earliest instant a connection wants `handle_timeout`.
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
         // Entries superseded by a later timeout of the same connection are skipped.
+        let next = self
+            .next_probe
+            .map_or(self.next_report, |p| p.min(self.next_report));
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             if self.conns.get(&id).and_then(|c| c.next_timeout) == Some(at) {
-                return Some(at.min(self.next_report));
+                return Some(at.min(next));
             }
             self.timers.pop();
         }
-        Some(self.next_report)
+        Some(next)
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
@@ -270,6 +282,9 @@ impl WorkerCore {
             self.next_report = now + REPORT_INTERVAL;
             self.tick(now);
         }
+        if self.next_probe.is_some_and(|at| now >= at) {
+            self.pad(now);
+        }
         self.flush(now);
         self.close_broken();
     }
@@ -292,10 +307,56 @@ impl WorkerCore {
         self.fit_layers(now);
     }
 
+    /// Sends what the running probes are behind on: padding on one of
+    /// the connection's video streams, numbered by that stream's rewriter.
+    fn pad(&mut self, now: Instant) {
+        let (conns, tracks, pool, transmits) = (
+            &mut self.conns,
+            &mut self.tracks,
+            &mut self.pool,
+            &mut self.transmits,
+        );
+        self.probing.retain(|&id| {
+            let Some(conn) = conns.get_mut(&id) else {
+                return false;
+            };
+            let (Some(outbound), Some((protocol, to))) = (conn.outbound.as_mut(), conn.peer) else {
+                return false;
+            };
+            if let Some((ssrc, count)) = outbound.padding_due(now) {
+                let numbers = tracks.values_mut().filter(|f| f.video).find_map(|f| {
+                    f.fanout
+                        .skip(|down| down.conn == id && down.ssrc == ssrc, count)
+                });
+                if let Some((first, timestamp)) = numbers {
+                    outbound.pad(now, (ssrc, first, timestamp), count, pool, |datagram| {
+                        push(
+                            transmits,
+                            Transmit {
+                                protocol,
+                                to,
+                                datagram,
+                            },
+                        );
+                    });
+                }
+            }
+            outbound.is_probing(now)
+        });
+        self.next_probe = (!self.probing.is_empty()).then_some(now + PROBE_PACE);
+    }
+
     /// Shares each subscriber's estimate equally among the video tracks it
-    /// gets, and lets each track pick the best layer that fits its share.
+    /// gets, and lets each track pick the best layer that fits its share;
+    /// a subscriber held below a layer it asked for gets its link probed
+    /// for the room that layer needs (`probe.rs`).
     fn fit_layers(&mut self, now: Instant) {
-        let mut shares: HashMap<ConnId, (u64, u64)> = HashMap::new();
+        for (id, conn) in &mut self.conns {
+            if let Some(verdict) = conn.outbound.as_mut().and_then(|o| o.conclude_probe(now)) {
+                tracing::debug!(conn = ?id, ?verdict, "bandwidth probe");
+            }
+        }
+        let mut shares: HashMap<ConnId, (Budget, u64)> = HashMap::new();
         for forwarder in self.tracks.values().filter(|f| f.video) {
             for down in forwarder.fanout.sinks() {
                 let estimate = self
@@ -309,16 +370,23 @@ impl WorkerCore {
             }
         }
         for (conn, (estimate, tracks)) in &shares {
-            tracing::debug!(?conn, estimate, tracks, "a subscriber's bandwidth estimate");
+            tracing::debug!(
+                ?conn,
+                estimate = estimate.layers,
+                pause = estimate.pause,
+                tracks,
+                "a subscriber's bandwidth estimate"
+            );
         }
         let conns = &self.conns;
+        let mut shortfalls: HashMap<ConnId, u64> = HashMap::new();
         for forwarder in self.tracks.values_mut().filter(|f| f.video) {
             forwarder.fanout.fit(
                 now,
                 |down| {
                     shares
                         .get(&down.conn)
-                        .map(|&(estimate, tracks)| estimate / tracks.max(1))
+                        .map(|&(estimate, tracks)| estimate.share(tracks))
                 },
                 // The subscriber's client hears of it (StreamStateUpdate).
                 |down, paused| {
@@ -332,7 +400,26 @@ impl WorkerCore {
                         });
                     }
                 },
+                |down, extra| {
+                    let most = shortfalls.entry(down.conn).or_default();
+                    *most = (*most).max(extra);
+                },
             );
+        }
+        for (id, extra) in shortfalls {
+            let Some(outbound) = self.conns.get_mut(&id).and_then(|c| c.outbound.as_mut()) else {
+                continue;
+            };
+            // Tracks share the estimate equally: for one of them to get
+            // `extra` more, each must.
+            let tracks = shares.get(&id).map_or(1, |&(_, tracks)| tracks);
+            if outbound.start_probe(now, extra.saturating_mul(tracks)) {
+                tracing::debug!(conn = ?id, extra, tracks, "bandwidth probe started");
+                if !self.probing.contains(&id) {
+                    self.probing.push(id);
+                }
+                self.next_probe = Some(now);
+            }
         }
     }
 

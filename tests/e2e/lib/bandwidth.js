@@ -45,3 +45,15 @@ export function lastEstimate(salon) {
   const m = lines.at(-1)?.match(/estimate=(\d+)/);
   return m ? Number(m[1]) : undefined;
 }
+
+/// The bandwidth probes Salon concluded, in order: when (ms since the
+/// epoch, from the log line's time), what they found (Carried, Congested,
+/// Unknown) and, if the link carried the probe, how many bits per second.
+export function probeVerdicts(salon) {
+  return salonLog(salon)
+    .filter((line) => line.includes('bandwidth probe') && line.includes('verdict='))
+    .map((line) => {
+      const m = line.match(/verdict=(\w+)(?:\((\d+)\))?/);
+      return { at: Date.parse(line.slice(0, line.indexOf('Z') + 1)), verdict: m[1], bps: m[2] ? Number(m[2]) : undefined };
+    });
+}
