@@ -67,6 +67,7 @@ fn forward(c: &mut Criterion) {
             let info = StreamInfo {
                 sender: Default::default(),
                 clock_rate: 90_000,
+                rtx: None,
             };
             let mut seq: u16 = 0;
             let mut ts: u32 = 0;

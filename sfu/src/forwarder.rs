@@ -28,6 +28,8 @@ pub(crate) struct DownTrack {
     pub(crate) payload_type: u8,
     /// All of each payload, or the primary encoding of RED only.
     pub(crate) delivery: Delivery,
+    /// Where retransmissions and padding go, if the subscriber accepted RTX.
+    pub(crate) rtx: Option<crate::outbound::Rtx>,
 }
 
 pub(crate) enum ForwarderCommand {

@@ -113,11 +113,68 @@ pub struct OutPacket<'a> {
     pub vp8: Option<(crate::vp8::Descriptor, crate::vp8::Numbering)>,
 }
 
-/// Which sender a stream belongs to, and its clock.
+/// Which sender a stream belongs to, its clock, and its RTX stream if the
+/// subscriber negotiated one.
 #[derive(Clone, Copy)]
 pub struct StreamInfo {
     pub sender: RTCRtpSenderId,
     pub clock_rate: u32,
+    pub rtx: Option<Rtx>,
+}
+
+/// A retransmission stream (RFC 4588): its own SSRC and payload type,
+/// announced in the offer (`a=ssrc-group:FID`) and accepted in the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rtx {
+    pub ssrc: u32,
+    pub payload_type: u8,
+}
+
+/// Where a probe's padding goes: `count` packets on stream `ssrc`; if
+/// `numbered`, on the stream itself, with sequence numbers the caller
+/// takes from its rewriter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaddingDue {
+    pub ssrc: u32,
+    pub count: u16,
+    pub numbered: bool,
+}
+
+/// An RTX stream's own numbering and SRTP rollover.
+struct RtxStream {
+    rtx: Rtx,
+    next: u16,
+    rollover: Rollover,
+}
+
+impl RtxStream {
+    fn new(rtx: Rtx) -> Self {
+        Self {
+            rtx,
+            // Not from zero (RFC 3550 asks for an unpredictable start); the
+            // SSRC is random already.
+            next: (rtx.ssrc >> 16) as u16,
+            rollover: Rollover::default(),
+        }
+    }
+
+    /// The next sequence number and its rollover counter.
+    fn take(&mut self) -> (u16, u32) {
+        let sequence = self.next;
+        self.next = self.next.wrapping_add(1);
+        (sequence, self.rollover.send(sequence))
+    }
+}
+
+/// What follows a packet's header.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Body {
+    /// The payload as given.
+    Media,
+    /// Padding only (the header's P bit set).
+    Padding,
+    /// An RTX packet: the original sequence number, then the payload.
+    Retransmission(u16),
 }
 
 #[derive(Clone)]
@@ -141,11 +198,13 @@ struct OutStream {
     last_sequence: u16,
     /// The last timestamp sent and when: sender reports extrapolate from it.
     last: Option<(u32, Instant)>,
+    rtx: Option<RtxStream>,
 }
 
 impl OutStream {
     fn new(info: StreamInfo) -> Self {
         Self {
+            rtx: info.rtx.map(RtxStream::new),
             info,
             rollover: Rollover::default(),
             history: Vec::new(),
@@ -291,11 +350,12 @@ impl Outbound {
     }
 
     /// Whether a probe is behind, and if so on which video stream it
-    /// should send how many padding packets now: the busiest one, and only
+    /// should send how many padding packets now: the busiest one. On its
+    /// RTX stream if it has one; otherwise on the stream itself, and only
     /// right after the end of a frame (padding inside a frame would split
-    /// it for the receiver). The caller takes the sequence numbers from the
-    /// stream's rewriter and calls `pad`.
-    pub fn padding_due(&self, now: Instant) -> Option<(u32, u16)> {
+    /// it for the receiver), with sequence numbers the caller takes from
+    /// the stream's rewriter (`PaddingDue::numbered`) before calling `pad`.
+    pub fn padding_due(&self, now: Instant) -> Option<PaddingDue> {
         let due = self.congestion.as_ref()?.prober.due(now);
         if due == 0 {
             return None;
@@ -305,6 +365,16 @@ impl Outbound {
             .iter()
             .filter(|(_, s)| s.info.clock_rate == VIDEO_CLOCK_RATE)
             .max_by_key(|(_, s)| s.last.map(|(_, at)| at))?;
+        let count = due
+            .div_ceil(PADDING_LEN as u64)
+            .min(u64::from(MAX_PADDING_PACKETS)) as u16;
+        if stream.rtx.is_some() {
+            return Some(PaddingDue {
+                ssrc,
+                count,
+                numbered: false,
+            });
+        }
         let last = stream
             .history
             .get(stream.last_sequence as usize % HISTORY)?
@@ -312,20 +382,23 @@ impl Outbound {
         if !last.marker || last.sequence != stream.last_sequence {
             return None;
         }
-        let count = due
-            .div_ceil(PADDING_LEN as u64)
-            .min(u64::from(MAX_PADDING_PACKETS));
-        Some((ssrc, count as u16))
+        Some(PaddingDue {
+            ssrc,
+            count,
+            numbered: true,
+        })
     }
 
-    /// Padding-only packets on stream `ssrc`: `count` of them numbered from
-    /// `first`, with the timestamp of the frame they follow, each handed to
-    /// `out`. They carry transport-wide numbers, so the feedback tells how
-    /// the link took them; they are kept for neither NACKs nor reports.
+    /// `count` padding-only packets for stream `ssrc`, each handed to
+    /// `out`: on its RTX stream, or on the stream itself numbered from
+    /// `numbers`' first with its timestamp (that of the frame they follow).
+    /// They carry transport-wide numbers, so the feedback tells how the
+    /// link took them; they are kept for neither NACKs nor reports.
     pub fn pad(
         &mut self,
         now: Instant,
-        (ssrc, first, timestamp): (u32, u16, u32),
+        ssrc: u32,
+        numbers: Option<(u16, u32)>,
         count: u16,
         pool: &mut BufferPool,
         mut out: impl FnMut(BytesMut),
@@ -333,17 +406,38 @@ impl Outbound {
         let Some(stream) = self.streams.get_mut(&ssrc) else {
             return;
         };
-        let payload_type = stream
+        let media_payload_type = stream
             .history
             .get(stream.last_sequence as usize % HISTORY)
             .and_then(Option::as_ref)
             .map_or(0, |s| s.payload_type);
+        let last_timestamp = stream.last.map_or(0, |(ts, _)| ts);
+        if stream.rtx.is_none() && numbers.is_none() {
+            return;
+        }
         let padding = Bytes::from_static(&PADDING);
         for i in 0..count {
-            let sequence = first.wrapping_add(i);
-            let roc = stream.rollover.send(sequence);
+            let (packet_ssrc, payload_type, sequence, timestamp, roc) =
+                match (stream.rtx.as_mut(), numbers) {
+                    (Some(rtx), _) => {
+                        let (sequence, roc) = rtx.take();
+                        (
+                            rtx.rtx.ssrc,
+                            rtx.rtx.payload_type,
+                            sequence,
+                            last_timestamp,
+                            roc,
+                        )
+                    }
+                    (None, Some((first, timestamp))) => {
+                        let sequence = first.wrapping_add(i);
+                        let roc = stream.rollover.send(sequence);
+                        (ssrc, media_payload_type, sequence, timestamp, roc)
+                    }
+                    (None, None) => return,
+                };
             let packet = OutPacket {
-                ssrc,
+                ssrc: packet_ssrc,
                 payload_type,
                 sequence,
                 timestamp,
@@ -357,7 +451,7 @@ impl Outbound {
                 packet,
                 roc,
                 self.congestion.as_mut(),
-                true,
+                Body::Padding,
             ) else {
                 return;
             };
@@ -409,6 +503,9 @@ impl Outbound {
             .streams
             .entry(packet.ssrc)
             .or_insert_with(|| OutStream::new(info));
+        if stream.rtx.as_ref().map(|r| r.rtx) != info.rtx {
+            stream.rtx = info.rtx.map(RtxStream::new);
+        }
         stream.info = info;
         let roc = stream.rollover.send(packet.sequence);
         if stream.history.is_empty() {
@@ -432,7 +529,7 @@ impl Outbound {
             packet,
             roc,
             self.congestion.as_mut(),
-            false,
+            Body::Media,
         )?;
         note_departure(self.congestion.as_mut(), now, &packet, datagram.len());
         self.sent.1 += datagram.len() as u64;
@@ -457,30 +554,26 @@ impl Outbound {
             return None;
         }
         *count += 1;
-        let (datagram, payload) = self.write_again(now, ssrc, sequence, pool)?;
-        if let Some(stream) = self.streams.get_mut(&ssrc) {
-            stream.packets = stream.packets.wrapping_add(1);
-            stream.octets = stream.octets.wrapping_add(payload as u32);
-        }
-        Some(datagram)
+        self.write_again(now, ssrc, sequence, pool)
     }
 
-    /// Packet `sequence` of stream `ssrc` written again from the history,
-    /// and the size of its payload.
+    /// Packet `sequence` of stream `ssrc` written again from the history:
+    /// on the stream's RTX stream if it has one, else as it was (counted in
+    /// the stream's sender reports then, as a packet sent).
     fn write_again(
         &mut self,
         now: Instant,
         ssrc: u32,
         sequence: u16,
         pool: &mut BufferPool,
-    ) -> Option<(BytesMut, usize)> {
+    ) -> Option<BytesMut> {
         let stream = self.streams.get_mut(&ssrc)?;
         let sent = stream
             .history
             .get(sequence as usize % HISTORY)?
             .as_ref()
             .filter(|s| s.sequence == sequence)?;
-        let packet = OutPacket {
+        let mut packet = OutPacket {
             ssrc,
             payload_type: sent.payload_type,
             sequence,
@@ -489,19 +582,32 @@ impl Outbound {
             payload: &sent.payload,
             vp8: sent.vp8,
         };
-        let roc = stream.rollover.of(sequence);
+        let (roc, body) = match stream.rtx.as_mut() {
+            Some(rtx) => {
+                let (rtx_sequence, roc) = rtx.take();
+                packet.ssrc = rtx.rtx.ssrc;
+                packet.payload_type = rtx.rtx.payload_type;
+                packet.sequence = rtx_sequence;
+                (roc, Body::Retransmission(sequence))
+            }
+            None => {
+                stream.packets = stream.packets.wrapping_add(1);
+                stream.octets = stream.octets.wrapping_add(sent.payload.len() as u32);
+                (stream.rollover.of(sequence), Body::Media)
+            }
+        };
         let datagram = write(
             &mut self.srtp,
             pool,
             packet,
             roc,
             self.congestion.as_mut(),
-            false,
+            body,
         )
         .ok()?;
         note_departure(self.congestion.as_mut(), now, &packet, datagram.len());
         self.sent.1 += datagram.len() as u64;
-        Some((datagram, sent.payload.len()))
+        Some(datagram)
     }
 
     /// A sender report for every stream that sent lately, `wall` being the
@@ -558,19 +664,20 @@ impl Outbound {
 /// Writes `packet` with a 12-byte header and, if the connection gives
 /// transport-wide feedback, the next transport-wide sequence number as the
 /// one extension (the publisher's extensions are not copied: their ids
-/// were negotiated on another connection), and protects it. With
-/// `padding`, the header's P bit says the payload is all padding.
+/// were negotiated on another connection), and protects it. `body` says
+/// whether the payload is media, padding (the P bit) or a retransmission
+/// (RTX: the original sequence number first).
 fn write(
     srtp: &mut SrtpSender,
     pool: &mut BufferPool,
     packet: OutPacket<'_>,
     roc: u32,
     congestion: Option<&mut Congestion>,
-    padding: bool,
+    body: Body,
 ) -> Result<BytesMut, SrtpError> {
     let mut buf = pool.take();
     let extension = if congestion.is_some() { 0x10 } else { 0 };
-    let padded = if padding { 0x20 } else { 0 };
+    let padded = if body == Body::Padding { 0x20 } else { 0 };
     buf.extend_from_slice(&[
         0x80 | padded | extension,
         (u8::from(packet.marker) << 7) | (packet.payload_type & 0x7f),
@@ -587,9 +694,16 @@ fn write(
         }
         None => RTP_HEADER_LEN,
     };
+    let payload_at = match body {
+        Body::Retransmission(original) => {
+            buf.extend_from_slice(&original.to_be_bytes());
+            header_len + 2
+        }
+        Body::Media | Body::Padding => header_len,
+    };
     buf.extend_from_slice(packet.payload);
     if let Some((descriptor, numbering)) = packet.vp8 {
-        descriptor.write(&mut buf[header_len..], numbering);
+        descriptor.write(&mut buf[payload_at..], numbering);
     }
     srtp.protect(&mut buf, header_len, packet.ssrc, roc, packet.sequence)?;
     Ok(buf)

@@ -43,6 +43,7 @@ fn info() -> StreamInfo {
     StreamInfo {
         sender: RTCRtpSenderId::default(),
         clock_rate: 90_000,
+        rtx: None,
     }
 }
 
@@ -549,13 +550,15 @@ impl Downlink {
             if self.ms.is_multiple_of(10) {
                 // The test's stream numbers padding itself, as a rewriter
                 // would: right after the last packet.
-                if let Some((ssrc, count)) = self.ob.padding_due(self.now()) {
+                if let Some(due) = self.ob.padding_due(self.now()) {
                     let first = self.sequence;
-                    self.sequence = self.sequence.wrapping_add(count);
+                    self.sequence = self.sequence.wrapping_add(due.count);
                     let mut padding = Vec::new();
                     let (now, pool) = (self.now(), &mut self.pool);
                     self.ob
-                        .pad(now, (ssrc, first, 0), count, pool, |d| padding.push(d));
+                        .pad(now, due.ssrc, Some((first, 0)), due.count, pool, |d| {
+                            padding.push(d)
+                        });
                     for datagram in padding {
                         self.padded += datagram.len();
                         self.deliver(datagram);
@@ -667,12 +670,26 @@ fn padding_opens_at_the_subscriber_as_padding_only_packets_after_the_frame() {
         .send(t0, info(), out(&payload, 42, 7000), &mut pool)
         .unwrap();
     pool.give(datagram);
-    let (ssrc, count) = ob.padding_due(later).expect("padding due");
-    assert_eq!(ssrc, 0xabc);
-    // 1.2 Mb/s for 100 ms: 15 kB, 255 bytes a packet, at most 32 at once.
-    assert_eq!(count, 32);
+    let due = ob.padding_due(later).expect("padding due");
+    // 1.2 Mb/s for 100 ms: 15 kB, 255 bytes a packet, at most 32 at once;
+    // on the stream itself (no RTX), numbered by the caller.
+    assert_eq!(
+        due,
+        PaddingDue {
+            ssrc: 0xabc,
+            count: 32,
+            numbered: true
+        }
+    );
     let mut sent = Vec::new();
-    ob.pad(later, (ssrc, 43, 7000), count, &mut pool, |d| sent.push(d));
+    ob.pad(
+        later,
+        due.ssrc,
+        Some((43, 7000)),
+        due.count,
+        &mut pool,
+        |d| sent.push(d),
+    );
     assert_eq!(sent.len(), 32);
     let mut rx = receiver(9);
     for (i, datagram) in sent.iter().enumerate() {
@@ -688,4 +705,86 @@ fn padding_opens_at_the_subscriber_as_padding_only_packets_after_the_frame() {
     // Not kept for NACKs: the history still answers for the media.
     assert!(ob.resend(later, 0xabc, 43, &mut pool).is_none());
     assert!(ob.resend(later, 0xabc, 42, &mut pool).is_some());
+}
+
+fn with_rtx() -> StreamInfo {
+    StreamInfo {
+        rtx: Some(Rtx {
+            ssrc: 0xdef0_0001,
+            payload_type: 97,
+        }),
+        ..info()
+    }
+}
+
+#[test]
+fn with_rtx_a_nacked_packet_goes_again_on_the_rtx_stream() {
+    let mut pool = BufferPool::default();
+    let mut ob = outbound(10);
+    let payload = Bytes::from_static(b"a frame of video");
+    let t0 = Instant::now();
+    for sequence in [65535u16, 0] {
+        let datagram = ob
+            .send(t0, with_rtx(), out(&payload, sequence, 9000), &mut pool)
+            .unwrap();
+        pool.give(datagram);
+    }
+    let mut rx = receiver(10);
+    let mut rtx_numbers = Vec::new();
+    for original in [65535u16, 0, 65535] {
+        let datagram = ob
+            .resend(t0, 0xabc, original, &mut pool)
+            .expect("in the history");
+        let plain = rx.decrypt_rtp(&datagram).unwrap();
+        let packet = Packet::unmarshal(&mut plain.freeze()).unwrap();
+        assert_eq!(packet.header.ssrc, 0xdef0_0001);
+        assert_eq!(packet.header.payload_type, 97);
+        assert_eq!(packet.header.timestamp, 9000);
+        // RFC 4588: the original sequence number, then the payload.
+        assert_eq!(&packet.payload[..2], &original.to_be_bytes());
+        assert_eq!(&packet.payload[2..], &payload[..]);
+        rtx_numbers.push(packet.header.sequence_number);
+    }
+    // The RTX stream numbers its own packets, one after another.
+    let first = rtx_numbers[0];
+    assert_eq!(
+        rtx_numbers,
+        vec![first, first.wrapping_add(1), first.wrapping_add(2)]
+    );
+}
+
+#[test]
+fn with_rtx_probe_padding_goes_on_the_rtx_stream_at_any_point() {
+    let mut pool = BufferPool::default();
+    let mut ob = outbound(11);
+    ob.set_transport_cc(Some(3));
+    let t0 = Instant::now();
+    let payload = Bytes::from_static(b"the middle of a frame");
+    let mut packet = out(&payload, 7, 3000);
+    packet.marker = false;
+    let datagram = ob.send(t0, with_rtx(), packet, &mut pool).unwrap();
+    pool.give(datagram);
+    ob.congestion
+        .as_mut()
+        .unwrap()
+        .prober
+        .start(t0, 0, 1_000_000);
+    let later = t0 + Duration::from_millis(20);
+    // Mid-frame, but on RTX: no numbers needed from the media stream.
+    let due = ob.padding_due(later).expect("padding due");
+    assert_eq!((due.ssrc, due.numbered), (0xabc, false));
+    let mut sent = Vec::new();
+    ob.pad(later, due.ssrc, None, due.count, &mut pool, |d| {
+        sent.push(d)
+    });
+    assert_eq!(sent.len(), usize::from(due.count));
+    let mut rx = receiver(11);
+    for datagram in &sent {
+        let plain = rx.decrypt_rtp(datagram).unwrap();
+        let packet = Packet::unmarshal(&mut plain.freeze()).unwrap();
+        assert_eq!(packet.header.ssrc, 0xdef0_0001);
+        assert_eq!(packet.header.payload_type, 97);
+        assert!(packet.header.padding);
+        assert!(packet.payload.is_empty());
+    }
 }

@@ -4,6 +4,7 @@
 
 use crate::forwarder::{DownTrack, ForwarderCommand, ForwarderHandle, LevelSink};
 use crate::negotiation::Negotiation;
+use crate::outbound::Rtx;
 use crate::quality::{QualityMeter, Sample};
 use crate::red::{Delivery, Encoding};
 use crate::room::RoomInput;
@@ -23,7 +24,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverId};
 use rtc::statistics::StatsSelector;
@@ -120,6 +121,8 @@ struct DownEntry {
     sender: RTCRtpSenderId,
     forwarder: ForwarderHandle,
     ssrc: u32,
+    /// The RTX stream offered beside a video track's.
+    rtx_ssrc: Option<u32>,
     attached: bool,
 }
 
@@ -575,13 +578,14 @@ impl Session {
             let Some(entry) = self.down.get_mut(&n.track) else {
                 continue;
             };
+            // The sender's parameters list what was offered; what the
+            // subscriber took (RED, RTX) only its answer says.
+            let formats = n
+                .mid
+                .as_deref()
+                .map(|mid| crate::sdp::formats(&self.subscriber_answer, mid))
+                .unwrap_or_default();
             let route = if entry.forwarder.kind == RtpCodecKind::Audio {
-                // The sender's parameters list what was offered; what the
-                // subscriber took (RED or not) only its answer says.
-                let formats = n
-                    .mid
-                    .map(|mid| crate::sdp::formats(&self.subscriber_answer, &mid))
-                    .unwrap_or_default();
                 let codec = &entry.forwarder.codec;
                 let encoding = Encoding::of(&codec.mime_type, &codec.sdp_fmtp_line);
                 let name = codec.mime_type.rsplit('/').next().unwrap_or_default();
@@ -594,7 +598,11 @@ impl Session {
                 tracing::warn!(mime = %n.mime, "subscriber did not accept the track's codec");
                 continue;
             };
-            tracing::debug!(participant = %self.sid, track = %n.track, payload_type, ?delivery, "forwarding to a subscriber");
+            let rtx = entry
+                .rtx_ssrc
+                .zip(crate::sdp::rtx_for(&formats, payload_type))
+                .map(|(ssrc, payload_type)| Rtx { ssrc, payload_type });
+            tracing::debug!(participant = %self.sid, track = %n.track, payload_type, ?delivery, ?rtx, "forwarding to a subscriber");
             entry.attached = true;
             entry.forwarder.send(ForwarderCommand::Add(DownTrack {
                 subscriber: self.sid.clone(),
@@ -603,6 +611,7 @@ impl Session {
                 ssrc: entry.ssrc,
                 payload_type,
                 delivery,
+                rtx,
             }));
         }
         Ok(())
@@ -680,6 +689,11 @@ impl Session {
                 }
                 // Any non-zero value unique within the subscriber connection will do.
                 let ssrc: u32 = rand::random::<u32>().max(1);
+                // Video gets an RTX stream (RFC 4588) for retransmissions
+                // and probe padding, as browsers and LiveKit use it.
+                let rtx_ssrc = (forwarder.kind == RtpCodecKind::Video)
+                    .then(|| rand::random::<u32>().max(1))
+                    .filter(|&r| r != ssrc);
                 // A RED track goes to each subscriber as RED or as the Opus
                 // inside it: the sender is Opus's, and RED is offered first
                 // beside it, as LiveKit offers them.
@@ -698,6 +712,7 @@ impl Session {
                     vec![RTCRtpEncodingParameters {
                         rtp_coding_parameters: RTCRtpCodingParameters {
                             ssrc: Some(ssrc),
+                            rtx: rtx_ssrc.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                             ..Default::default()
                         },
                         codec,
@@ -721,6 +736,7 @@ impl Session {
                         sender,
                         forwarder,
                         ssrc,
+                        rtx_ssrc,
                         attached: false,
                     },
                 );

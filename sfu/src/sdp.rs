@@ -178,6 +178,23 @@ pub fn formats(sdp: &str, mid: &str) -> Vec<Format> {
         .collect()
 }
 
+/// The payload type of the RTX format (RFC 4588) that repairs
+/// `payload_type` among `formats` (its `apt=`), if there is one.
+pub fn rtx_for(formats: &[Format], payload_type: u8) -> Option<u8> {
+    formats
+        .iter()
+        .find(|f| {
+            f.name.eq_ignore_ascii_case("rtx")
+                && f.fmtp.split(';').any(|p| {
+                    p.trim()
+                        .strip_prefix("apt=")
+                        .and_then(|apt| apt.trim().parse::<u8>().ok())
+                        == Some(payload_type)
+                })
+        })
+        .map(|f| f.payload_type)
+}
+
 /// Whether the publisher's answer lists RED first, so that the browser
 /// sends Opus in RED.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -675,6 +692,22 @@ a=rtpmap:96 VP8/90000\r\n";
             tune_audio(untouched, AUDIO_OFFER, &HashMap::new()),
             untouched
         );
+    }
+
+    #[test]
+    fn the_rtx_format_is_the_one_whose_apt_names_the_codec() {
+        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99\r\na=mid:1\r\n\
+            a=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+            a=rtpmap:98 H264/90000\r\na=rtpmap:99 rtx/90000\r\na=fmtp:99 apt=98\r\n";
+        let formats = formats(answer, "1");
+        assert_eq!(rtx_for(&formats, 96), Some(97));
+        assert_eq!(rtx_for(&formats, 98), Some(99));
+        assert_eq!(rtx_for(&formats, 100), None);
+        let without = formats
+            .into_iter()
+            .filter(|f| f.name != "rtx")
+            .collect::<Vec<_>>();
+        assert_eq!(rtx_for(&without, 96), None);
     }
 
     #[test]

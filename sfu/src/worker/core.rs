@@ -323,23 +323,31 @@ impl WorkerCore {
             let (Some(outbound), Some((protocol, to))) = (conn.outbound.as_mut(), conn.peer) else {
                 return false;
             };
-            if let Some((ssrc, count)) = outbound.padding_due(now) {
-                let numbers = tracks.values_mut().filter(|f| f.video).find_map(|f| {
-                    f.fanout
-                        .skip(|down| down.conn == id && down.ssrc == ssrc, count)
-                });
-                if let Some((first, timestamp)) = numbers {
-                    outbound.pad(now, (ssrc, first, timestamp), count, pool, |datagram| {
-                        push(
-                            transmits,
-                            Transmit {
-                                protocol,
-                                to,
-                                datagram,
-                            },
-                        );
+            if let Some(due) = outbound.padding_due(now) {
+                // Padding on the media stream takes numbers from its
+                // rewriter; on an RTX stream it has its own.
+                let numbers = if due.numbered {
+                    let taken = tracks.values_mut().filter(|f| f.video).find_map(|f| {
+                        f.fanout
+                            .skip(|down| down.conn == id && down.ssrc == due.ssrc, due.count)
                     });
-                }
+                    let Some(taken) = taken else {
+                        return outbound.is_probing(now);
+                    };
+                    Some(taken)
+                } else {
+                    None
+                };
+                outbound.pad(now, due.ssrc, numbers, due.count, pool, |datagram| {
+                    push(
+                        transmits,
+                        Transmit {
+                            protocol,
+                            to,
+                            datagram,
+                        },
+                    );
+                });
             }
             outbound.is_probing(now)
         });
@@ -764,6 +772,7 @@ impl WorkerCore {
                 let info = StreamInfo {
                     sender: down.sender,
                     clock_rate,
+                    rtx: down.rtx,
                 };
                 let out = OutPacket {
                     ssrc: down.ssrc,
