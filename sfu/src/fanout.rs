@@ -219,16 +219,6 @@ impl<S> Fanout<S> {
         }
     }
 
-    /// Takes `count` sequence numbers for padding in the stream `sink`
-    /// picks out (see `LayerRewriter::skip`).
-    pub fn skip(&mut self, sink: impl Fn(&S) -> bool, count: u16) -> Option<(u16, u32)> {
-        self.downs
-            .iter_mut()
-            .find(|d| sink(&d.sink))?
-            .rewriter
-            .skip(count)
-    }
-
     /// Every subscriber's sink.
     pub fn sinks(&self) -> impl Iterator<Item = &S> + '_ {
         self.downs.iter().map(|d| &d.sink)

@@ -130,16 +130,6 @@ pub struct Rtx {
     pub payload_type: u8,
 }
 
-/// Where a probe's padding goes: `count` packets on stream `ssrc`; if
-/// `numbered`, on the stream itself, with sequence numbers the caller
-/// takes from its rewriter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PaddingDue {
-    pub ssrc: u32,
-    pub count: u16,
-    pub numbered: bool,
-}
-
 /// An RTX stream's own numbering and SRTP rollover.
 struct RtxStream {
     rtx: Rtx,
@@ -194,8 +184,6 @@ struct OutStream {
     history: Vec<Option<Sent>>,
     packets: u32,
     octets: u32,
-    /// The last sequence number sent: what a probe sends again.
-    last_sequence: u16,
     /// The last timestamp sent and when: sender reports extrapolate from it.
     last: Option<(u32, Instant)>,
     rtx: Option<RtxStream>,
@@ -210,7 +198,6 @@ impl OutStream {
             history: Vec::new(),
             packets: 0,
             octets: 0,
-            last_sequence: 0,
             last: None,
         }
     }
@@ -229,6 +216,11 @@ struct Congestion {
     /// Packets the feedback reported (lost, all) in the current second and
     /// the one before.
     loss: [(u32, u32); 2],
+    /// Whether the loss was heavy when last there were enough packets to
+    /// tell: a paused video with a silent (DTX) or muted microphone leaves
+    /// a connection with next to nothing to measure, and that is no sign
+    /// the loss is over.
+    heavy: bool,
 }
 
 impl Congestion {
@@ -283,6 +275,7 @@ impl Outbound {
                     estimator: Gcc::new(MAX_ESTIMATE, MIN_ESTIMATE, MAX_ESTIMATE),
                     prober: Prober::default(),
                     loss: [(0, 0); 2],
+                    heavy: false,
                 });
             }
         }
@@ -304,15 +297,20 @@ impl Outbound {
         cc.estimator.on_reports(now, &reports);
     }
 
-    /// Probes the link for `extra` bits per second more than the estimate,
-    /// which the next layer up of some track would need; false if a probe
-    /// cannot start now (one runs or failed lately, nothing limits, or the
-    /// link is losing packets anyway).
+    /// Probes the link for `extra` bits per second more than it carries
+    /// now (the estimate, or what the connection sends if that is more),
+    /// which the next layer up of some track would need, but for no more
+    /// than twice that, as libwebrtc caps its probes: a link far smaller
+    /// than the goal is overloaded less, and a larger goal takes a few
+    /// probes. False if a probe cannot start now (one runs or failed
+    /// lately, nothing limits, or the link is losing packets anyway).
     pub fn start_probe(&mut self, now: Instant, extra: u64) -> bool {
         let Some(budget) = self.estimate() else {
             return false;
         };
         let media = self.rate;
+        let base = budget.layers.max(media);
+        let goal = base.saturating_add(extra).min(base.saturating_mul(2));
         let Some(cc) = self.congestion.as_mut() else {
             return false;
         };
@@ -322,8 +320,7 @@ impl Outbound {
         {
             return false;
         }
-        cc.prober
-            .start(now, media, budget.layers.saturating_add(extra))
+        cc.prober.start(now, media, goal)
     }
 
     /// The probe's verdict once its feedback is in. A link that carried
@@ -349,56 +346,36 @@ impl Outbound {
             .is_some_and(|cc| cc.prober.is_sending(now))
     }
 
-    /// Whether a probe is behind, and if so on which video stream it
-    /// should send how many padding packets now: the busiest one. On its
-    /// RTX stream if it has one; otherwise on the stream itself, and only
-    /// right after the end of a frame (padding inside a frame would split
-    /// it for the receiver), with sequence numbers the caller takes from
-    /// the stream's rewriter (`PaddingDue::numbered`) before calling `pad`.
-    pub fn padding_due(&self, now: Instant) -> Option<PaddingDue> {
+    /// Whether a probe is behind, and if so on which video stream's RTX
+    /// stream it should send how many padding packets now (the busiest
+    /// stream's). Only RTX carries padding: there it takes no sequence
+    /// numbers from the media, fits between any two packets, and a lost
+    /// one leaves no gap a decoder waits on. A subscriber without RTX is
+    /// not probed.
+    pub fn padding_due(&self, now: Instant) -> Option<(u32, u16)> {
         let due = self.congestion.as_ref()?.prober.due(now);
         if due == 0 {
             return None;
         }
-        let (&ssrc, stream) = self
+        let (&ssrc, _) = self
             .streams
             .iter()
-            .filter(|(_, s)| s.info.clock_rate == VIDEO_CLOCK_RATE)
+            .filter(|(_, s)| s.info.clock_rate == VIDEO_CLOCK_RATE && s.rtx.is_some())
             .max_by_key(|(_, s)| s.last.map(|(_, at)| at))?;
         let count = due
             .div_ceil(PADDING_LEN as u64)
             .min(u64::from(MAX_PADDING_PACKETS)) as u16;
-        if stream.rtx.is_some() {
-            return Some(PaddingDue {
-                ssrc,
-                count,
-                numbered: false,
-            });
-        }
-        let last = stream
-            .history
-            .get(stream.last_sequence as usize % HISTORY)?
-            .as_ref()?;
-        if !last.marker || last.sequence != stream.last_sequence {
-            return None;
-        }
-        Some(PaddingDue {
-            ssrc,
-            count,
-            numbered: true,
-        })
+        Some((ssrc, count))
     }
 
-    /// `count` padding-only packets for stream `ssrc`, each handed to
-    /// `out`: on its RTX stream, or on the stream itself numbered from
-    /// `numbers`' first with its timestamp (that of the frame they follow).
-    /// They carry transport-wide numbers, so the feedback tells how the
-    /// link took them; they are kept for neither NACKs nor reports.
+    /// `count` padding-only packets on the RTX stream of stream `ssrc`,
+    /// each handed to `out`, with the timestamp of the media's last
+    /// packet. They carry transport-wide numbers, so the feedback tells how
+    /// the link took them; they are kept for neither NACKs nor reports.
     pub fn pad(
         &mut self,
         now: Instant,
         ssrc: u32,
-        numbers: Option<(u16, u32)>,
         count: u16,
         pool: &mut BufferPool,
         mut out: impl FnMut(BytesMut),
@@ -406,39 +383,16 @@ impl Outbound {
         let Some(stream) = self.streams.get_mut(&ssrc) else {
             return;
         };
-        let media_payload_type = stream
-            .history
-            .get(stream.last_sequence as usize % HISTORY)
-            .and_then(Option::as_ref)
-            .map_or(0, |s| s.payload_type);
-        let last_timestamp = stream.last.map_or(0, |(ts, _)| ts);
-        if stream.rtx.is_none() && numbers.is_none() {
+        let timestamp = stream.last.map_or(0, |(ts, _)| ts);
+        let Some(rtx) = stream.rtx.as_mut() else {
             return;
-        }
+        };
         let padding = Bytes::from_static(&PADDING);
-        for i in 0..count {
-            let (packet_ssrc, payload_type, sequence, timestamp, roc) =
-                match (stream.rtx.as_mut(), numbers) {
-                    (Some(rtx), _) => {
-                        let (sequence, roc) = rtx.take();
-                        (
-                            rtx.rtx.ssrc,
-                            rtx.rtx.payload_type,
-                            sequence,
-                            last_timestamp,
-                            roc,
-                        )
-                    }
-                    (None, Some((first, timestamp))) => {
-                        let sequence = first.wrapping_add(i);
-                        let roc = stream.rollover.send(sequence);
-                        (ssrc, media_payload_type, sequence, timestamp, roc)
-                    }
-                    (None, None) => return,
-                };
+        for _ in 0..count {
+            let (sequence, roc) = rtx.take();
             let packet = OutPacket {
-                ssrc: packet_ssrc,
-                payload_type,
+                ssrc: rtx.rtx.ssrc,
+                payload_type: rtx.rtx.payload_type,
                 sequence,
                 timestamp,
                 marker: false,
@@ -478,7 +432,7 @@ impl Outbound {
         }
         let heavy = cc
             .recent_loss_percent()
-            .is_some_and(|loss| loss >= HEAVY_LOSS_PERCENT);
+            .map_or(cc.heavy, |loss| loss >= HEAVY_LOSS_PERCENT);
         let pause = if heavy {
             target
         } else {
@@ -521,7 +475,6 @@ impl Outbound {
         });
         stream.packets = stream.packets.wrapping_add(1);
         stream.octets = stream.octets.wrapping_add(packet.payload.len() as u32);
-        stream.last_sequence = packet.sequence;
         stream.last = Some((packet.timestamp, now));
         let datagram = write(
             &mut self.srtp,
@@ -627,6 +580,9 @@ impl Outbound {
         *start = Some(now);
         *bytes = 0;
         if let Some(cc) = self.congestion.as_mut() {
+            if let Some(loss) = cc.recent_loss_percent() {
+                cc.heavy = loss >= HEAVY_LOSS_PERCENT;
+            }
             cc.loss = [(0, 0), cc.loss[0]];
             if let Some(cutoff) = now.checked_sub(FEEDBACK_WAIT) {
                 cc.history.prune_before(cutoff);

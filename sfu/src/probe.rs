@@ -10,10 +10,10 @@
 //! moves the video up untested. Sans-IO: the caller sends the padding and
 //! feeds the feedback.
 //!
-//! The extra packets are copies of the last video packet sent, not RTP
-//! padding: padding-only packets on the media stream would take sequence
-//! numbers and shift the stream's numbering, and Salon negotiates no RTX
-//! stream to put them on. Receivers drop duplicates before decoding.
+//! The extra packets are RTP padding on the RTX stream of a video track
+//! (`Outbound::pad`). Copies of media packets, the simpler choice, do not
+//! work: SRTP's replay protection drops them before the receiver's
+//! transport-wide feedback counts them.
 
 use rtc::interceptor::PacketReport;
 use std::time::{Duration, Instant};
@@ -226,6 +226,11 @@ impl Prober {
             ProbeVerdict::Carried(_) => {
                 self.backoff = FIRST_BACKOFF;
                 self.not_before = Some(now + AFTER_SUCCESS);
+            }
+            // Nothing sent (no stream to pad): nothing learnt about the
+            // link either, so no reason to wait longer next time.
+            ProbeVerdict::Unknown if p.sent == 0 => {
+                self.not_before = Some(now + FIRST_BACKOFF);
             }
             ProbeVerdict::Congested | ProbeVerdict::Unknown => {
                 self.not_before = Some(now + self.backoff);

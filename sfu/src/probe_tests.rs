@@ -125,6 +125,7 @@ fn probes_that_fail_wait_longer_each_time() {
     for _ in 0..6 {
         assert!(prober.start(now, 0, 1_000_000));
         assert!(!prober.start(now, 0, 1_000_000), "one probe at a time");
+        prober.sent(1200);
         let done = now + Duration::from_secs(1);
         assert_eq!(prober.conclude(done), Some(ProbeVerdict::Unknown));
         // The first second it may start again.
@@ -137,4 +138,17 @@ fn probes_that_fail_wait_longer_each_time() {
         now = next;
     }
     assert_eq!(waits, vec![3, 6, 12, 24, 48, 60]);
+}
+
+#[test]
+fn a_probe_that_sent_nothing_does_not_lengthen_the_wait() {
+    let t0 = Instant::now();
+    let mut prober = Prober::default();
+    for round in 0..3u32 {
+        let now = t0 + Duration::from_secs(4) * round;
+        assert!(prober.start(now, 0, 1_000_000), "round {round}");
+        let done = now + Duration::from_secs(1);
+        assert_eq!(prober.conclude(done), Some(ProbeVerdict::Unknown));
+        assert!(!prober.start(done + Duration::from_secs(2), 0, 1_000_000));
+    }
 }

@@ -466,25 +466,6 @@ impl LayerRewriter {
         }
     }
 
-    /// Takes the `count` sequence numbers after the last packet sent, for
-    /// padding (a bandwidth probe); returns the first and the timestamp the
-    /// padding carries (the last packet's), or `None` if nothing was sent
-    /// yet. The stream goes on after them. A late packet from before them
-    /// would need a number they took: it is dropped.
-    pub fn skip(&mut self, count: u16) -> Option<(u16, u32)> {
-        let layer = self.current.as_mut()?;
-        self.last_out_at?;
-        let first = self.last_out_seq.wrapping_add(1);
-        // The incoming number of the last packet sent, plus one.
-        layer.first_seq = self
-            .last_out_seq
-            .wrapping_sub(layer.seq_offset)
-            .wrapping_add(1);
-        layer.seq_offset = layer.seq_offset.wrapping_add(count);
-        self.last_out_seq = self.last_out_seq.wrapping_add(count);
-        Some((first, self.last_out_ts))
-    }
-
     fn switch_to(&mut self, now: Instant, rank: Rank, ssrc: u32, sequence: u16, timestamp: u32) {
         let (seq_offset, ts_offset) = match self.last_out_at {
             Some(last) => {

@@ -280,24 +280,3 @@ fn ranks_follow_livekit_rids_and_qualities() {
     assert_eq!(Rank::of_quality(lk::VideoQuality::Off), None);
     assert_eq!(Rank::HIGH.quality(), lk::VideoQuality::High);
 }
-
-#[test]
-fn padding_takes_the_numbers_after_the_last_packet_and_the_stream_goes_on_after_it() {
-    let t0 = Instant::now();
-    let mut s = Sub::new(Demand::DEFAULT);
-    assert_eq!(s.r.skip(3), None, "nothing sent yet: nothing to follow");
-    let out = s.feed(t0, &[(1, "", 65533, 90, true), (1, "", 65535, 90, false)]);
-    assert_eq!(out, vec![(65533, 90), (65535, 90)]);
-    // Three padding packets after 65535, with its timestamp.
-    assert_eq!(s.r.skip(3), Some((0, 90)));
-    let out = s.feed(
-        t0,
-        &[
-            // Late: from before the padding, whose numbers it would need.
-            (1, "", 65534, 90, false),
-            (1, "", 0, 180, false),
-            (1, "", 1, 180, false),
-        ],
-    );
-    assert_eq!(out, vec![(3, 180), (4, 180)]);
-}

@@ -307,15 +307,9 @@ impl WorkerCore {
         self.fit_layers(now);
     }
 
-    /// Sends what the running probes are behind on: padding on one of
-    /// the connection's video streams, numbered by that stream's rewriter.
+    /// Sends what the running probes are behind on.
     fn pad(&mut self, now: Instant) {
-        let (conns, tracks, pool, transmits) = (
-            &mut self.conns,
-            &mut self.tracks,
-            &mut self.pool,
-            &mut self.transmits,
-        );
+        let (conns, pool, transmits) = (&mut self.conns, &mut self.pool, &mut self.transmits);
         self.probing.retain(|&id| {
             let Some(conn) = conns.get_mut(&id) else {
                 return false;
@@ -323,22 +317,8 @@ impl WorkerCore {
             let (Some(outbound), Some((protocol, to))) = (conn.outbound.as_mut(), conn.peer) else {
                 return false;
             };
-            if let Some(due) = outbound.padding_due(now) {
-                // Padding on the media stream takes numbers from its
-                // rewriter; on an RTX stream it has its own.
-                let numbers = if due.numbered {
-                    let taken = tracks.values_mut().filter(|f| f.video).find_map(|f| {
-                        f.fanout
-                            .skip(|down| down.conn == id && down.ssrc == due.ssrc, due.count)
-                    });
-                    let Some(taken) = taken else {
-                        return outbound.is_probing(now);
-                    };
-                    Some(taken)
-                } else {
-                    None
-                };
-                outbound.pad(now, due.ssrc, numbers, due.count, pool, |datagram| {
+            if let Some((ssrc, count)) = outbound.padding_due(now) {
+                outbound.pad(now, ssrc, count, pool, |datagram| {
                     push(
                         transmits,
                         Transmit {
