@@ -552,15 +552,15 @@ impl Downlink {
                 media_bytes += datagram.len() as u64;
                 self.deliver(datagram);
             }
-            if self.ms.is_multiple_of(10) {
-                if let Some((ssrc, count)) = self.ob.padding_due(self.now()) {
-                    let mut padding = Vec::new();
-                    let (now, pool) = (self.now(), &mut self.pool);
-                    self.ob.pad(now, ssrc, count, pool, |d| padding.push(d));
-                    for datagram in padding {
-                        self.padded += datagram.len();
-                        self.deliver(datagram);
-                    }
+            if self.ms.is_multiple_of(10)
+                && let Some((ssrc, count)) = self.ob.padding_due(self.now())
+            {
+                let mut padding = Vec::new();
+                let (now, pool) = (self.now(), &mut self.pool);
+                self.ob.pad(now, ssrc, count, pool, |d| padding.push(d));
+                for datagram in padding {
+                    self.padded += datagram.len();
+                    self.deliver(datagram);
                 }
             }
             if self.ms.is_multiple_of(50) {
