@@ -8,8 +8,9 @@
 use crate::probe::{ProbeVerdict, Prober};
 use crate::rewriter::Budget;
 use crate::srtp::{Rollover, SrtpError, SrtpSender};
+use crate::twcc::SendLog;
 use bytes::{Bytes, BytesMut};
-use rtc::interceptor::{BandwidthEstimator, Gcc, History, convert_twcc};
+use rtc::interceptor::{BandwidthEstimator, Gcc, convert_twcc};
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp_transceiver::RTCRtpSenderId;
@@ -210,7 +211,7 @@ struct Congestion {
     /// The extension's id in the connection's negotiation.
     ext: u8,
     next: u16,
-    history: History,
+    log: SendLog,
     estimator: Gcc,
     prober: Prober,
     /// Packets the feedback reported (lost, all) in the current second and
@@ -271,7 +272,7 @@ impl Outbound {
                 self.congestion = Some(Congestion {
                     ext,
                     next: 0,
-                    history: History::new(),
+                    log: SendLog::default(),
                     estimator: Gcc::new(MAX_ESTIMATE, MIN_ESTIMATE, MAX_ESTIMATE),
                     prober: Prober::default(),
                     loss: [(0, 0); 2],
@@ -287,14 +288,14 @@ impl Outbound {
             return;
         };
         for ack in convert_twcc(feedback) {
-            cc.history.on_twcc_feedback(now, ack);
+            cc.log.acknowledge(ack);
         }
-        let reports = cc.history.take_reports();
+        let reports = cc.log.take_reports();
         let lost = reports.iter().filter(|r| !r.arrived).count() as u32;
         cc.loss[0].0 += lost;
         cc.loss[0].1 += reports.len() as u32;
-        cc.prober.observe(&reports);
-        cc.estimator.on_reports(now, &reports);
+        cc.prober.observe(reports);
+        cc.estimator.on_reports(now, reports);
     }
 
     /// Probes the link for `extra` bits per second more than it carries
@@ -585,7 +586,7 @@ impl Outbound {
             }
             cc.loss = [(0, 0), cc.loss[0]];
             if let Some(cutoff) = now.checked_sub(FEEDBACK_WAIT) {
-                cc.history.prune_before(cutoff);
+                cc.log.prune_before(cutoff);
             }
         }
         let mut reports = Vec::new();
@@ -673,8 +674,8 @@ fn note_departure(
     size: usize,
 ) {
     if let Some(cc) = congestion {
-        cc.history
-            .add_outgoing(packet.ssrc, packet.sequence, true, cc.next, size, now);
+        cc.log
+            .sent(packet.ssrc, packet.sequence, cc.next, size, now);
         cc.next = cc.next.wrapping_add(1);
     }
 }
