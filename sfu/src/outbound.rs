@@ -564,13 +564,11 @@ impl Outbound {
         Some(datagram)
     }
 
-    /// A sender report for every stream that sent lately, `wall` being the
-    /// wall clock at `now`; idle streams let go of their history.
-    pub fn reports(
-        &mut self,
-        now: Instant,
-        wall: SystemTime,
-    ) -> Vec<(RTCRtpSenderId, SenderReport)> {
+    /// The once-a-second upkeep: a sender report for every stream that
+    /// sent lately (returned; `wall` is the wall clock at `now`), the
+    /// rate sent over the last second, the loss window's turn, stale
+    /// packets out of the send log, and idle streams' histories let go.
+    pub fn tick(&mut self, now: Instant, wall: SystemTime) -> Vec<(RTCRtpSenderId, SenderReport)> {
         let ntp = ntp_time(wall);
         let (start, bytes) = &mut self.sent;
         if let Some(elapsed) = start.map(|s| now.saturating_duration_since(s).as_micros() as u64)

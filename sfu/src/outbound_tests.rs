@@ -136,7 +136,7 @@ fn reports_count_what_was_sent_and_extrapolate_the_clock() {
         .unwrap();
     ob.resend(t0, 0xabc, 1, &mut pool).unwrap();
     let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let reports = ob.reports(t0 + Duration::from_millis(500), wall);
+    let reports = ob.tick(t0 + Duration::from_millis(500), wall);
     assert_eq!(reports.len(), 1);
     let sr = &reports[0].1;
     assert_eq!(sr.ssrc, 0xabc);
@@ -146,7 +146,7 @@ fn reports_count_what_was_sent_and_extrapolate_the_clock() {
     assert_eq!(sr.ntp_time >> 32, 1_700_000_000 + 2_208_988_800);
 
     // An idle stream reports nothing and lets go of its history.
-    assert!(ob.reports(t0 + IDLE, wall).is_empty());
+    assert!(ob.tick(t0 + IDLE, wall).is_empty());
     assert!(ob.resend(t0, 0xabc, 2, &mut pool).is_none());
 }
 
@@ -414,7 +414,7 @@ fn forwarding_to_ten_subscribers_allocates_nothing_after_warm_up() {
         })
         .count_total;
         for sub in &mut subscribers {
-            sub.reports(at(s * 500 + 500), wall);
+            sub.tick(at(s * 500 + 500), wall);
         }
     }
     assert_eq!(forwarded, 30 * 500 * 10);
@@ -604,9 +604,9 @@ fn probe_after_congestion(capacity: u64) -> (Downlink, Budget, Option<ProbeVerdi
     let before = link.ob.estimate().expect("still limited");
     assert!(before.layers < 2_000_000, "{before:?}");
     // The once-a-second upkeep measures what the connection sends.
-    link.ob.reports(link.now(), SystemTime::now());
+    link.ob.tick(link.now(), SystemTime::now());
     link.run(1000, 300_000);
-    link.ob.reports(link.now(), SystemTime::now());
+    link.ob.tick(link.now(), SystemTime::now());
     assert!(link.ob.start_probe(link.now(), 1_500_000));
     assert!(link.ob.is_probing(link.now()));
     link.run(1000, 300_000);
@@ -783,7 +783,7 @@ fn heavy_loss_holds_while_too_few_packets_say_otherwise() {
             );
             ob.on_transport_feedback(now + Duration::from_millis(300), &fb);
         }
-        ob.reports(now + Duration::from_millis(900), wall);
+        ob.tick(now + Duration::from_millis(900), wall);
         ob.estimate().expect("congestion seen")
     };
     let heavy = second(&mut ob, 1, 60, |n| n % 2 == 0);

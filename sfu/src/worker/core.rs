@@ -417,7 +417,7 @@ impl WorkerCore {
             let Some(outbound) = conn.outbound.as_mut() else {
                 continue;
             };
-            for (sender, report) in outbound.reports(now, wall) {
+            for (sender, report) in outbound.tick(now, wall) {
                 let Some(mut sender) = conn.pc.rtp_sender(sender) else {
                     continue;
                 };
