@@ -219,9 +219,17 @@ impl<S> Fanout<S> {
         }
     }
 
-    /// Every subscriber's sink.
-    pub fn sinks(&self) -> impl Iterator<Item = &S> + '_ {
-        self.downs.iter().map(|d| &d.sink)
+    /// Every subscriber's sink, with the bitrate of the layer it asks for
+    /// (if measured): what it would take of its link's estimate. A
+    /// subscriber that paused the track wants nothing.
+    pub fn wants(&self, now: Instant) -> impl Iterator<Item = (&S, Option<u64>)> + '_ {
+        self.downs.iter().map(move |d| {
+            let want = match d.rewriter.demand() {
+                Demand::UpTo(asked) => self.layers.wanted_rate(now, asked),
+                Demand::Paused => Some(0),
+            };
+            (&d.sink, want)
+        })
     }
 
     /// The sinks the last packet goes to, with its numbers for each.

@@ -517,6 +517,36 @@ fn a_budget_never_raises_a_subscriber_above_what_it_asked_for() {
     );
 }
 
+/// What each subscriber would take of its link: the measured rate of the
+/// layer it asks for, nothing once it paused the track.
+#[test]
+fn each_subscriber_wants_the_rate_of_the_layer_it_asks_for() {
+    let mut sim = Sim::new();
+    sim.subscribe("ana");
+    sim.subscribe("bob");
+    sim.subscribe("cy");
+    sim.fanout.set_demand(&sid("bob"), Demand::UpTo(Rank::LOW));
+    sim.fanout.set_demand(&sid("cy"), Demand::Paused);
+    let now = sim.at(0);
+    assert!(
+        sim.fanout
+            .wants(now)
+            .all(|(name, want)| want.is_none() || *name == "cy"),
+        "nothing measured yet"
+    );
+    // Two seconds: every layer measured (about 2 kb/s for f, 0.5 for q).
+    sim.run(0..60, |_, _| true);
+    let wants: HashMap<&str, Option<u64>> = sim
+        .fanout
+        .wants(sim.at(60))
+        .map(|(name, want)| (*name, want))
+        .collect();
+    let (ana, bob) = (wants["ana"].unwrap(), wants["bob"].unwrap());
+    assert!(ana > 3 * bob, "f against q: {wants:?}");
+    assert!((250..750).contains(&bob), "{wants:?}");
+    assert_eq!(wants["cy"], Some(0));
+}
+
 /// Two VP8 layers number their frames on their own (pictures 100.. and
 /// 7000..); a subscriber moved from one to the other sees one numbering,
 /// one more per frame, in the frames it gets.

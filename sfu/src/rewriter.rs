@@ -107,14 +107,44 @@ impl Budget {
         }
     }
 
-    /// An equal share among `tracks`.
-    pub fn share(self, tracks: u64) -> Self {
-        let tracks = tracks.max(1);
-        Self {
-            layers: self.layers / tracks,
-            pause: self.pause / tracks,
-        }
+    /// Divides the budget among tracks that want `wants` bits per second
+    /// each (`None`: not known, as much as it can get). A track that wants
+    /// less than an equal share gets what it wants, with some headroom,
+    /// and the rest is shared among the others the same way (water
+    /// filling): a thumbnail asking for a small layer leaves the room to
+    /// the large tile beside it, where equal shares would hold the large
+    /// one down for nothing.
+    pub fn divide(self, wants: &[Option<u64>]) -> Vec<Budget> {
+        let layers = water_fill(self.layers, wants);
+        let pause = water_fill(self.pause, wants);
+        layers
+            .into_iter()
+            .zip(pause)
+            .map(|(layers, pause)| Budget { layers, pause })
+            .collect()
     }
+}
+
+/// A layer's bitrate moves from second to second: a track gets this much
+/// more than it wants (in percent), so that it does not drop a layer and
+/// climb back each time its layer runs a little over.
+const WANT_HEADROOM_PERCENT: u64 = 115;
+
+/// `total` shared among `wants` (see `Budget::divide`), in their order.
+fn water_fill(total: u64, wants: &[Option<u64>]) -> Vec<u64> {
+    let wanted =
+        |w: Option<u64>| w.map_or(u64::MAX, |w| w.saturating_mul(WANT_HEADROOM_PERCENT) / 100);
+    let mut order: Vec<usize> = (0..wants.len()).collect();
+    order.sort_by_key(|&i| wanted(wants[i]));
+    let mut shares = vec![0; wants.len()];
+    let mut remaining = total;
+    for (done, &i) in order.iter().enumerate() {
+        let equal = remaining / (wants.len() - done) as u64;
+        let share = wanted(wants[i]).min(equal);
+        shares[i] = share;
+        remaining -= share;
+    }
+    shares
 }
 
 /// How often a layer's bitrate is measured.
@@ -200,6 +230,13 @@ impl LayerTable {
         self.seen[index]
             .filter(|s| now.saturating_duration_since(s.at) <= STALL)
             .map(|s| s.ssrc)
+    }
+
+    /// The bitrate of the layer a subscriber asking for up to `asked` gets
+    /// when nothing limits it, if it was measured.
+    pub fn wanted_rate(&self, now: Instant, asked: Rank) -> Option<u64> {
+        let (rank, _) = self.choose(now, asked)?;
+        self.rates[rank.index()].bits_per_second
     }
 
     /// The layer to send to a subscriber that takes layers up to `cap`: the

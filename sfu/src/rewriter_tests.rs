@@ -280,3 +280,27 @@ fn ranks_follow_livekit_rids_and_qualities() {
     assert_eq!(Rank::of_quality(lk::VideoQuality::Off), None);
     assert_eq!(Rank::HIGH.quality(), lk::VideoQuality::High);
 }
+
+#[test]
+fn a_budget_goes_first_to_what_small_tracks_ask_for_and_the_rest_to_the_others() {
+    let budget = Budget {
+        layers: 1_000_000,
+        pause: 2_000_000,
+    };
+    // Two thumbnails asking for 100 kb/s get that and 15 % more; the
+    // large tile and a track whose layers are not measured yet share the
+    // rest.
+    let shares = budget.divide(&[Some(100_000), None, Some(2_000_000), Some(100_000)]);
+    let layers: Vec<u64> = shares.iter().map(|b| b.layers).collect();
+    assert_eq!(layers, vec![115_000, 385_000, 385_000, 115_000]);
+    let pause: Vec<u64> = shares.iter().map(|b| b.pause).collect();
+    assert_eq!(pause, vec![115_000, 885_000, 885_000, 115_000]);
+    // Everyone asking for more than an equal share: equal shares.
+    let even = Budget::uniform(900).divide(&[None, Some(5_000), Some(1_000)]);
+    assert!(even.iter().all(|b| b.layers == 300), "{even:?}");
+    // A paused track takes nothing; nothing is lost to rounding.
+    let shares = Budget::uniform(1_000).divide(&[Some(0), None, None]);
+    assert_eq!(shares.iter().map(|b| b.layers).sum::<u64>(), 1_000);
+    assert_eq!(shares[0].layers, 0);
+    assert!(Budget::uniform(1_000).divide(&[]).is_empty());
+}

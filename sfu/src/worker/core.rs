@@ -344,38 +344,48 @@ impl WorkerCore {
                 tracing::debug!(conn = ?id, ?verdict, "bandwidth probe");
             }
         }
-        let mut shares: HashMap<ConnId, (Budget, u64)> = HashMap::new();
-        for forwarder in self.tracks.values().filter(|f| f.video) {
-            for down in forwarder.fanout.sinks() {
+        // Each limited subscriber's estimate, and what each of its video
+        // tracks asks for.
+        type Wants = Vec<(TrackKey, Option<u64>)>;
+        let mut wishes: HashMap<ConnId, (Budget, Wants)> = HashMap::new();
+        for (&key, forwarder) in self.tracks.iter().filter(|(_, f)| f.video) {
+            for (down, want) in forwarder.fanout.wants(now) {
                 let estimate = self
                     .conns
                     .get(&down.conn)
                     .and_then(|c| c.outbound.as_ref())
                     .and_then(Outbound::estimate);
                 if let Some(estimate) = estimate {
-                    shares.entry(down.conn).or_insert((estimate, 0)).1 += 1;
+                    let entry = wishes
+                        .entry(down.conn)
+                        .or_insert_with(|| (estimate, Vec::new()));
+                    entry.1.push((key, want));
                 }
             }
         }
-        for (conn, (estimate, tracks)) in &shares {
+        let mut shares: HashMap<(ConnId, TrackKey), Budget> = HashMap::new();
+        for (&conn, (estimate, tracks)) in &wishes {
+            let wants: Vec<Option<u64>> = tracks.iter().map(|&(_, want)| want).collect();
             tracing::debug!(
                 ?conn,
                 estimate = estimate.layers,
                 pause = estimate.pause,
-                tracks,
+                tracks = tracks.len(),
+                ?wants,
                 "a subscriber's bandwidth estimate"
             );
+            for (&(key, _), share) in tracks.iter().zip(estimate.divide(&wants)) {
+                shares.insert((conn, key), share);
+            }
         }
         let conns = &self.conns;
-        let mut shortfalls: HashMap<ConnId, u64> = HashMap::new();
-        for forwarder in self.tracks.values_mut().filter(|f| f.video) {
+        // Per subscriber: the most the next layer up of a track held below
+        // it needs, and how many tracks are held so.
+        let mut shortfalls: HashMap<ConnId, (u64, u64)> = HashMap::new();
+        for (&key, forwarder) in self.tracks.iter_mut().filter(|(_, f)| f.video) {
             forwarder.fanout.fit(
                 now,
-                |down| {
-                    shares
-                        .get(&down.conn)
-                        .map(|&(estimate, tracks)| estimate.share(tracks))
-                },
+                |down| shares.get(&(down.conn, key)).copied(),
                 // The subscriber's client hears of it (StreamStateUpdate).
                 |down, paused| {
                     if let Some(conn) = conns.get(&down.conn) {
@@ -389,20 +399,21 @@ impl WorkerCore {
                     }
                 },
                 |down, extra| {
-                    let most = shortfalls.entry(down.conn).or_default();
+                    let (most, held) = shortfalls.entry(down.conn).or_default();
                     *most = (*most).max(extra);
+                    *held += 1;
                 },
             );
         }
-        for (id, extra) in shortfalls {
+        for (id, (extra, held)) in shortfalls {
             let Some(outbound) = self.conns.get_mut(&id).and_then(|c| c.outbound.as_mut()) else {
                 continue;
             };
-            // Tracks share the estimate equally: for one of them to get
-            // `extra` more, each must.
-            let tracks = shares.get(&id).map_or(1, |&(_, tracks)| tracks);
-            if outbound.start_probe(now, extra.saturating_mul(tracks)) {
-                tracing::debug!(conn = ?id, extra, tracks, "bandwidth probe started");
+            // Tracks held below what they asked for share what is left
+            // after the others equally: for one to get `extra` more, each
+            // of them must.
+            if outbound.start_probe(now, extra.saturating_mul(held)) {
+                tracing::debug!(conn = ?id, extra, held, "bandwidth probe started");
                 if !self.probing.contains(&id) {
                     self.probing.push(id);
                 }
