@@ -2,39 +2,21 @@
 // flagged as speaking for the others, from the audio levels in its packets.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import { startSdkFixture } from './lib/sdk.js';
 import { artifactsDir, launchBrowser, newPage, waitForMediaFrom } from './lib/browser.js';
+import { writeWav } from './lib/audio.js';
 
 let fx;
 let talkerBrowser;
 
 /// Writes 4 s of speech-like sound: a 220 Hz voice whose loudness rises and
-/// falls three times a second, never silent (mono, 16-bit, 48 kHz WAV).
+/// falls three times a second, never silent.
 function writeSpeechWav(file) {
-  const rate = 48000;
-  const samples = rate * 4;
-  const buf = Buffer.alloc(44 + samples * 2);
-  buf.write('RIFF', 0);
-  buf.writeUInt32LE(36 + samples * 2, 4);
-  buf.write('WAVEfmt ', 8);
-  buf.writeUInt32LE(16, 16);
-  buf.writeUInt16LE(1, 20); // PCM
-  buf.writeUInt16LE(1, 22); // mono
-  buf.writeUInt32LE(rate, 24);
-  buf.writeUInt32LE(rate * 2, 28);
-  buf.writeUInt16LE(2, 32);
-  buf.writeUInt16LE(16, 34);
-  buf.write('data', 36);
-  buf.writeUInt32LE(samples * 2, 40);
-  for (let i = 0; i < samples; i++) {
-    const t = i / rate;
+  writeWav(file, 4, (t) => {
     const envelope = 0.6 + 0.4 * Math.sin(2 * Math.PI * 3 * t);
-    const v = envelope * (0.5 * Math.sin(2 * Math.PI * 220 * t) + 0.2 * Math.sin(2 * Math.PI * 440 * t));
-    buf.writeInt16LE(Math.round(v * 32767 * 0.8), 44 + i * 2);
-  }
-  fs.writeFileSync(file, buf);
+    return 0.8 * envelope * (0.5 * Math.sin(2 * Math.PI * 220 * t) + 0.2 * Math.sin(2 * Math.PI * 440 * t));
+  });
 }
 
 before(async () => {
