@@ -541,7 +541,8 @@ fn each_subscriber_wants_the_rate_of_the_layer_it_asks_for() {
         .wants(sim.at(60))
         .map(|(name, want)| (*name, want))
         .collect();
-    let (ana, bob) = (wants["ana"].unwrap(), wants["bob"].unwrap());
+    let ana = wants["ana"].expect("f measured");
+    let bob = wants["bob"].expect("q measured");
     assert!(ana > 3 * bob, "f against q: {wants:?}");
     assert!((250..750).contains(&bob), "{wants:?}");
     assert_eq!(wants["cy"], Some(0));
