@@ -197,6 +197,11 @@ impl<S> Fanout<S> {
         mut short: impl FnMut(&S, u64),
     ) {
         for d in &mut self.downs {
+            // Paused by its subscriber: nothing is sent, so the link has
+            // nothing to decide (and its share of the estimate is none).
+            if d.rewriter.demand() == Demand::Paused {
+                continue;
+            }
             let was_paused = d.rewriter.budget().is_none();
             let limit = budget(&d.sink);
             let fits = match limit {

@@ -517,6 +517,31 @@ fn a_budget_never_raises_a_subscriber_above_what_it_asked_for() {
     );
 }
 
+/// A subscriber that paused the track itself gets no share of its link
+/// for it, and must not hear that the link paused it.
+#[test]
+fn a_track_the_subscriber_paused_is_not_paused_for_bandwidth() {
+    let mut sim = Sim::new();
+    sim.subscribe("bob");
+    sim.run(0..60, |_, _| true);
+    sim.fanout.set_demand(&sid("bob"), Demand::Paused);
+    let mut events = Vec::new();
+    sim.fanout.fit(
+        sim.at(60),
+        |_| Some(Budget::uniform(0)),
+        |_, paused| events.push(paused),
+        |_, _| {},
+    );
+    sim.fanout.set_demand(&sid("bob"), Demand::UpTo(Rank::HIGH));
+    sim.fanout.fit(
+        sim.at(61),
+        |_| Some(Budget::uniform(1_000_000)),
+        |_, paused| events.push(paused),
+        |_, _| {},
+    );
+    assert!(events.is_empty(), "{events:?}");
+}
+
 /// What each subscriber would take of its link: the measured rate of the
 /// layer it asks for, nothing once it paused the track.
 #[test]
@@ -527,15 +552,19 @@ fn each_subscriber_wants_the_rate_of_the_layer_it_asks_for() {
     sim.subscribe("cy");
     sim.fanout.set_demand(&sid("bob"), Demand::UpTo(Rank::LOW));
     sim.fanout.set_demand(&sid("cy"), Demand::Paused);
-    let now = sim.at(0);
-    assert!(
-        sim.fanout
-            .wants(now)
-            .all(|(name, want)| want.is_none() || *name == "cy"),
-        "nothing measured yet"
-    );
+    // Nothing live yet: nothing to share out.
+    assert!(sim.fanout.wants(sim.at(0)).all(|(_, want)| want == Some(0)));
+    // Live, not measured yet (a window is a second): as much as it can get.
+    sim.run(0..10, |_, _| true);
+    let early: HashMap<&str, Option<u64>> = sim
+        .fanout
+        .wants(sim.at(10))
+        .map(|(name, want)| (*name, want))
+        .collect();
+    assert_eq!(early["ana"], None, "{early:?}");
+    assert_eq!(early["cy"], Some(0), "{early:?}");
     // Two seconds: every layer measured (about 2 kb/s for f, 0.5 for q).
-    sim.run(0..60, |_, _| true);
+    sim.run(10..60, |_, _| true);
     let wants: HashMap<&str, Option<u64>> = sim
         .fanout
         .wants(sim.at(60))

@@ -63,6 +63,9 @@ const HEAVY_LOSS_PERCENT: u32 = 40;
 const CLEAN_LOSS_PERCENT: u32 = 2;
 /// Fewer packets than this over the two seconds tell nothing about loss.
 const MIN_LOSS_SAMPLE: u32 = 20;
+/// Seconds without enough packets to tell after which a heavy-loss
+/// verdict lapses (see `Congestion::heavy`).
+const HEAVY_VERDICT_LAPSE: u32 = 10;
 /// Video's RTP clock: what tells a probe which streams are video.
 const VIDEO_CLOCK_RATE: u32 = 90_000;
 /// A padding packet's payload: the most one padding count byte allows.
@@ -220,8 +223,12 @@ struct Congestion {
     /// Whether the loss was heavy when last there were enough packets to
     /// tell: a paused video with a silent (DTX) or muted microphone leaves
     /// a connection with next to nothing to measure, and that is no sign
-    /// the loss is over.
+    /// the loss is over. It lapses after `HEAVY_VERDICT_LAPSE` seconds
+    /// without a sample, so that a subscriber nobody probes (no RTX) does
+    /// not wait for someone to speak.
     heavy: bool,
+    /// Seconds since the loss could last be told.
+    unmeasured: u32,
 }
 
 impl Congestion {
@@ -277,6 +284,7 @@ impl Outbound {
                     prober: Prober::default(),
                     loss: [(0, 0); 2],
                     heavy: false,
+                    unmeasured: 0,
                 });
             }
         }
@@ -348,8 +356,8 @@ impl Outbound {
     }
 
     /// Whether a probe is behind, and if so on which video stream's RTX
-    /// stream it should send how many padding packets now (the busiest
-    /// stream's). Only RTX carries padding: there it takes no sequence
+    /// stream it should send how many padding packets now (the stream that
+    /// sent last). Only RTX carries padding: there it takes no sequence
     /// numbers from the media, fits between any two packets, and a lost
     /// one leaves no gap a decoder waits on. A subscriber without RTX is
     /// not probed.
@@ -458,8 +466,11 @@ impl Outbound {
             .streams
             .entry(packet.ssrc)
             .or_insert_with(|| OutStream::new(info));
-        if stream.rtx.as_ref().map(|r| r.rtx) != info.rtx {
-            stream.rtx = info.rtx.map(RtxStream::new);
+        // A new RTX stream only for a new SSRC: the same SSRC numbered from
+        // the start again would reuse SRTP's (SSRC, index) pairs.
+        match (stream.rtx.as_mut(), info.rtx) {
+            (Some(current), Some(rtx)) if current.rtx.ssrc == rtx.ssrc => current.rtx = rtx,
+            (_, rtx) => stream.rtx = rtx.map(RtxStream::new),
         }
         stream.info = info;
         let roc = stream.rollover.send(packet.sequence);
@@ -579,8 +590,17 @@ impl Outbound {
         *start = Some(now);
         *bytes = 0;
         if let Some(cc) = self.congestion.as_mut() {
-            if let Some(loss) = cc.recent_loss_percent() {
-                cc.heavy = loss >= HEAVY_LOSS_PERCENT;
+            match cc.recent_loss_percent() {
+                Some(loss) => {
+                    cc.heavy = loss >= HEAVY_LOSS_PERCENT;
+                    cc.unmeasured = 0;
+                }
+                None => {
+                    cc.unmeasured += 1;
+                    if cc.unmeasured >= HEAVY_VERDICT_LAPSE {
+                        cc.heavy = false;
+                    }
+                }
             }
             cc.loss = [(0, 0), cc.loss[0]];
             if let Some(cutoff) = now.checked_sub(FEEDBACK_WAIT) {

@@ -797,4 +797,16 @@ fn heavy_loss_holds_while_too_few_packets_say_otherwise() {
     second(&mut ob, 4, 60, |_| false);
     let clear = second(&mut ob, 5, 60, |_| false);
     assert!(clear.pause > clear.layers, "{clear:?}");
+    // Heavy again, then nothing to measure at all: the verdict lapses
+    // after 10 s.
+    let heavy = |ob: &Outbound| ob.congestion.as_ref().expect("transport-cc").heavy;
+    second(&mut ob, 6, 60, |n| n % 2 == 0);
+    // The window still holds second 6 at 7; ten seconds without a sample
+    // after that.
+    for at in 7..17 {
+        second(&mut ob, at, 0, |_| false);
+        assert!(heavy(&ob), "second {at}");
+    }
+    second(&mut ob, 17, 0, |_| false);
+    assert!(!heavy(&ob), "lapsed");
 }

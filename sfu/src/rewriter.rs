@@ -233,10 +233,21 @@ impl LayerTable {
     }
 
     /// The bitrate of the layer a subscriber asking for up to `asked` gets
-    /// when nothing limits it, if it was measured.
+    /// when nothing limits it: `None` if not measured yet, nothing if no
+    /// layer is live (a muted camera sends nothing, and needs no share).
+    /// Never less than the lowest live layer's, which a paused track's
+    /// share must reach to resume (a static screen's large layer can
+    /// measure below its small one).
     pub fn wanted_rate(&self, now: Instant, asked: Rank) -> Option<u64> {
-        let (rank, _) = self.choose(now, asked)?;
-        self.rates[rank.index()].bits_per_second
+        let Some((rank, _)) = self.choose(now, asked) else {
+            return Some(0);
+        };
+        let wanted = self.rates[rank.index()].bits_per_second?;
+        let lowest = (0..Rank::COUNT)
+            .find(|&i| self.live(now, i).is_some())
+            .and_then(|i| self.rates[i].bits_per_second)
+            .unwrap_or(0);
+        Some(wanted.max(lowest))
     }
 
     /// The layer to send to a subscriber that takes layers up to `cap`: the

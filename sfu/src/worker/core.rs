@@ -334,8 +334,9 @@ impl WorkerCore {
         self.next_probe = (!self.probing.is_empty()).then_some(now + PROBE_PACE);
     }
 
-    /// Shares each subscriber's estimate equally among the video tracks it
-    /// gets, and lets each track pick the best layer that fits its share;
+    /// Divides each subscriber's estimate among the video tracks it gets,
+    /// by what each asks for (`Budget::divide`), and lets each track pick
+    /// the best layer that fits its share;
     /// a subscriber held below a layer it asked for gets its link probed
     /// for the room that layer needs (`probe.rs`).
     fn fit_layers(&mut self, now: Instant) {
