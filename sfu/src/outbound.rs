@@ -312,11 +312,20 @@ impl Outbound {
     /// than twice that, as libwebrtc caps its probes: a link far smaller
     /// than the goal is overloaded less, and a larger goal takes a few
     /// probes. False if a probe cannot start now (one runs or failed
-    /// lately, nothing limits, or the link is losing packets anyway).
+    /// lately, nothing limits, no video track has an RTX stream to pad, or
+    /// the link is losing packets anyway).
     pub fn start_probe(&mut self, now: Instant, extra: u64) -> bool {
         let Some(budget) = self.estimate() else {
             return false;
         };
+        // Padding goes only on a video track's RTX stream (`padding_due`).
+        let can_pad = self
+            .streams
+            .values()
+            .any(|s| s.info.clock_rate == VIDEO_CLOCK_RATE && s.rtx.is_some());
+        if !can_pad {
+            return false;
+        }
         let media = self.rate;
         let base = budget.layers.max(media);
         let goal = base.saturating_add(extra).min(base.saturating_mul(2));

@@ -649,22 +649,33 @@ fn a_probe_that_the_link_cannot_carry_leaves_the_estimate() {
 }
 
 #[test]
-fn without_rtx_there_is_no_padding() {
-    let mut pool = BufferPool::default();
-    let mut ob = outbound(9);
-    ob.set_transport_cc(Some(3));
+fn without_rtx_there_is_no_probe_and_no_padding() {
     let t0 = Instant::now();
     let payload = Bytes::from_static(b"a frame");
-    let datagram = ob
-        .send(t0, info(), out(&payload, 42, 7000), &mut pool)
-        .unwrap();
-    pool.give(datagram);
+    let limited = |info: StreamInfo| {
+        let mut pool = BufferPool::default();
+        let mut ob = outbound(9);
+        ob.set_transport_cc(Some(3));
+        let datagram = ob
+            .send(t0, info, out(&payload, 42, 7000), &mut pool)
+            .unwrap();
+        pool.give(datagram);
+        // As after congestion: 1 Mb/s.
+        ob.congestion.as_mut().unwrap().estimator =
+            Gcc::new(1_000_000.0, MIN_ESTIMATE, MAX_ESTIMATE);
+        ob
+    };
+    let mut ob = limited(info());
+    assert!(!ob.start_probe(t0, 500_000), "nothing to pad");
+    // Forced, it pads nothing.
     ob.congestion
         .as_mut()
         .unwrap()
         .prober
         .start(t0, 0, 1_000_000);
     assert_eq!(ob.padding_due(t0 + Duration::from_millis(100)), None);
+    // With an RTX stream, the same connection probes.
+    assert!(limited(with_rtx()).start_probe(t0, 500_000));
 }
 
 fn with_rtx() -> StreamInfo {
