@@ -418,6 +418,7 @@ impl Outbound {
                 vp8: None,
             };
             let Ok(datagram) = write(
+                now,
                 &mut self.srtp,
                 pool,
                 packet,
@@ -427,7 +428,6 @@ impl Outbound {
             ) else {
                 return;
             };
-            note_departure(self.congestion.as_mut(), now, &packet, datagram.len());
             self.sent.1 += datagram.len() as u64;
             if let Some(cc) = self.congestion.as_mut() {
                 cc.prober.sent(datagram.len());
@@ -498,6 +498,7 @@ impl Outbound {
         stream.octets = stream.octets.wrapping_add(packet.payload.len() as u32);
         stream.last = Some((packet.timestamp, now));
         let datagram = write(
+            now,
             &mut self.srtp,
             pool,
             packet,
@@ -505,7 +506,6 @@ impl Outbound {
             self.congestion.as_mut(),
             Body::Media,
         )?;
-        note_departure(self.congestion.as_mut(), now, &packet, datagram.len());
         self.sent.1 += datagram.len() as u64;
         Ok(datagram)
     }
@@ -571,6 +571,7 @@ impl Outbound {
             }
         };
         let datagram = write(
+            now,
             &mut self.srtp,
             pool,
             packet,
@@ -579,7 +580,6 @@ impl Outbound {
             body,
         )
         .ok()?;
-        note_departure(self.congestion.as_mut(), now, &packet, datagram.len());
         self.sent.1 += datagram.len() as u64;
         Some(datagram)
     }
@@ -648,10 +648,12 @@ impl Outbound {
 /// Writes `packet` with a 12-byte header and, if the connection gives
 /// transport-wide feedback, the next transport-wide sequence number as the
 /// one extension (the publisher's extensions are not copied: their ids
-/// were negotiated on another connection), and protects it. `body` says
-/// whether the payload is media, padding (the P bit) or a retransmission
-/// (RTX: the original sequence number first).
+/// were negotiated on another connection), and protects it; the send log
+/// notes it as leaving at `now`. `body` says whether the payload is media,
+/// padding (the P bit) or a retransmission (RTX: the original sequence
+/// number first).
 fn write(
+    now: Instant,
     srtp: &mut SrtpSender,
     pool: &mut BufferPool,
     packet: OutPacket<'_>,
@@ -669,7 +671,7 @@ fn write(
     buf.extend_from_slice(&packet.sequence.to_be_bytes());
     buf.extend_from_slice(&packet.timestamp.to_be_bytes());
     buf.extend_from_slice(&packet.ssrc.to_be_bytes());
-    let header_len = match congestion {
+    let header_len = match &congestion {
         Some(cc) => {
             let [hi, lo] = cc.next.to_be_bytes();
             // 0xBEDE, one word: the element (id, length 2 - 1) and a pad byte.
@@ -690,21 +692,14 @@ fn write(
         descriptor.write(&mut buf[payload_at..], numbering);
     }
     srtp.protect(&mut buf, header_len, packet.ssrc, roc, packet.sequence)?;
-    Ok(buf)
-}
-
-/// Notes for the bandwidth estimate that the packet just written leaves now.
-fn note_departure(
-    congestion: Option<&mut Congestion>,
-    now: Instant,
-    packet: &OutPacket<'_>,
-    size: usize,
-) {
+    // Noted for the bandwidth estimate as it leaves, with the number it
+    // carries; the next packet gets the next one.
     if let Some(cc) = congestion {
         cc.log
-            .sent(packet.ssrc, packet.sequence, cc.next, size, now);
+            .sent(packet.ssrc, packet.sequence, cc.next, buf.len(), now);
         cc.next = cc.next.wrapping_add(1);
     }
+    Ok(buf)
 }
 
 /// NTP's 64-bit fixed-point time (seconds since 1900 and a 32-bit fraction).
