@@ -107,20 +107,29 @@ mod tests {
     use super::*;
     use rtc::shared::TransportProtocol;
 
-    /// More datagrams than one call takes, to two receivers: each gets its
-    /// own, whole and in order, and every buffer comes back.
-    #[test]
-    fn sends_every_datagram_across_calls_and_returns_the_buffers() {
+    /// A runtime, and a loopback socket on it that its reactor already
+    /// knows to be writable (it learns so on its first turn).
+    fn loopback_sender() -> (tokio::runtime::Runtime, tokio::net::UdpSocket) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
             .expect("runtime");
-        runtime.block_on(async {
+        let sender = runtime.block_on(async {
             let sender = tokio::net::UdpSocket::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
-            // The reactor learns that a new socket is writable on its first turn.
             sender.writable().await.expect("writable");
+            sender
+        });
+        (runtime, sender)
+    }
+
+    /// More datagrams than one call takes, to two receivers: each gets its
+    /// own, whole and in order, and every buffer comes back.
+    #[test]
+    fn sends_every_datagram_across_calls_and_returns_the_buffers() {
+        let (runtime, sender) = loopback_sender();
+        runtime.block_on(async {
             let receivers = [
                 std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"),
                 std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"),
@@ -160,16 +169,8 @@ mod tests {
     /// A datagram the kernel refuses costs only itself.
     #[test]
     fn a_refused_datagram_does_not_stop_the_others() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .expect("runtime");
+        let (runtime, sender) = loopback_sender();
         runtime.block_on(async {
-            let sender = tokio::net::UdpSocket::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            // The reactor learns that a new socket is writable on its first turn.
-            sender.writable().await.expect("writable");
             let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
             receiver
                 .set_read_timeout(Some(std::time::Duration::from_secs(2)))
