@@ -191,42 +191,10 @@ fn feedback(
     spacing: Duration,
     lost: impl Fn(u16) -> bool,
 ) -> TransportLayerCc {
-    let tick = Duration::from_millis(64);
-    let reference = (start.as_micros() / tick.as_micros()) as u32;
-    let mut at = tick * reference;
-    let mut recv_deltas = Vec::new();
-    let mut packet_chunks: Vec<PacketStatusChunk> = Vec::new();
-    for i in 0..count {
-        let symbol = if lost(first.wrapping_add(i)) {
-            SymbolTypeTcc::PacketNotReceived
-        } else {
-            let arrival = start + spacing * u32::from(i);
-            recv_deltas.push(RecvDelta {
-                type_tcc_packet: SymbolTypeTcc::PacketReceivedLargeDelta,
-                delta: (arrival - at).as_micros() as i64,
-            });
-            at = arrival;
-            SymbolTypeTcc::PacketReceivedLargeDelta
-        };
-        match packet_chunks.last_mut() {
-            Some(PacketStatusChunk::RunLengthChunk(run)) if run.packet_status_symbol == symbol => {
-                run.run_length += 1;
-            }
-            _ => packet_chunks.push(PacketStatusChunk::RunLengthChunk(RunLengthChunk {
-                packet_status_symbol: symbol,
-                run_length: 1,
-                ..Default::default()
-            })),
-        }
-    }
-    TransportLayerCc {
-        base_sequence_number: first,
-        packet_status_count: count,
-        reference_time: reference,
-        packet_chunks,
-        recv_deltas,
-        ..Default::default()
-    }
+    let arrivals: Vec<Option<Duration>> = (0..count)
+        .map(|i| (!lost(first.wrapping_add(i))).then(|| start + spacing * u32::from(i)))
+        .collect();
+    feedback_at(first, &arrivals)
 }
 
 /// Packets of 1200 bytes sent 1 ms apart (about 10 Mb/s) for two
