@@ -33,10 +33,11 @@ after(async () => {
 /// well above the 10 % up to which GCC holds its estimate, so that the
 /// estimate falls within seconds from wherever it had climbed (on a clear
 /// link it grows by some 8 % a second, whatever is sent), and on down to
-/// its floor while the loss lasts. Random loss
-/// rather than a rate limit (nftables' `limit rate`): without probing,
-/// Salon's estimate climbs past a limit again and the layer keeps moving,
-/// which leaves no steady smaller layer to wait for.
+/// its floor while the loss lasts. Random loss rather than a rate limit
+/// (nftables' `limit rate`): a limit drops only what exceeds it, and GCC's
+/// delay half misses a moderate queue (sfu/README.md), so the estimate
+/// climbs past the limit again and again and the layer keeps moving, which
+/// leaves no steady smaller layer to wait for.
 const LOSS_PERCENT = 25;
 
 /// Seconds the loss goes on once the viewer is on the smallest layer:
