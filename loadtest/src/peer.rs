@@ -16,7 +16,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
-use salon_sfu::feedback::{FEEDBACK_SLOT, KeyframeRequestTap};
+use salon_sfu::feedback::{FEEDBACK_SLOT, RtcpTap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -152,7 +152,7 @@ pub(crate) async fn new_peer(
     let (tx, events) = mpsc::unbounded_channel();
     let keyframe_requests = if publishing {
         let (ktx, krx) = mpsc::unbounded_channel();
-        registry = registry.with(Slot::from(FEEDBACK_SLOT), KeyframeRequestTap::new(ktx));
+        registry = registry.with(Slot::from(FEEDBACK_SLOT), RtcpTap::new(ktx));
         Some(krx)
     } else {
         None

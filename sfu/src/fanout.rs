@@ -3,6 +3,7 @@
 //! the forwarder task feeds it packets and commands with an `Instant` and
 //! carries out the routes and keyframe requests it returns.
 
+use crate::clock::{MediaClock, Ntp};
 use crate::rewriter::{Budget, Demand, KeyframeCodec, LayerRewriter, LayerTable, Rank, Verdict};
 use salon_common::ParticipantSid;
 use std::collections::HashMap;
@@ -180,6 +181,31 @@ impl<S> Fanout<S> {
                 });
             }
         }
+    }
+
+    /// Takes the publisher's sender report for `ssrc`: its RTP time `rtp`
+    /// was NTP time `ntp` on the publisher's clock. `false` if no layer of
+    /// the track is sent on `ssrc` (yet).
+    pub fn sender_report(&mut self, ssrc: u32, ntp: Ntp, rtp: u32) -> bool {
+        let clock = MediaClock {
+            ntp,
+            rtp,
+            rate: self.clock_rate,
+        };
+        self.layers.set_clock(ssrc, clock)
+    }
+
+    /// Every subscriber's sink, with the line from its stream's RTP time
+    /// to the publisher's NTP time, if the layer it gets had a sender
+    /// report: what its own reports must say (on Salon's clock).
+    pub fn clocks(&self) -> impl Iterator<Item = (&S, Option<MediaClock>)> + '_ {
+        self.downs.iter().map(|d| {
+            let clock = d
+                .rewriter
+                .timing()
+                .and_then(|(ssrc, ts_offset)| Some(self.layers.clock(ssrc)?.shifted(0, ts_offset)));
+            (&d.sink, clock)
+        })
     }
 
     /// Fits the layer of every subscriber to what its link carries:

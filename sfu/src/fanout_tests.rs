@@ -100,8 +100,10 @@ impl Sim {
             let mut wire = Vec::new();
             for l in &mut self.layers {
                 if !sending(frame, l.rid) {
-                    // A layer that restarts begins with a keyframe.
+                    // A layer that restarts begins with a keyframe; its
+                    // timestamps ran on with the capture clock.
                     l.keyframe_due = true;
+                    l.ts = l.ts.wrapping_add(TICKS_PER_FRAME);
                     continue;
                 }
                 // Encoders send a keyframe every 3 s, or when asked.
@@ -309,6 +311,54 @@ fn subscribers_get_their_own_layer_through_loss_reorder_and_a_stopped_layer() {
                 "ssrc {ssrc} asked too often"
             );
         }
+    }
+}
+
+#[test]
+fn every_subscriber_gets_one_line_from_its_timestamps_to_capture_time_across_switches() {
+    use crate::clock::{Ntp, ntp_units};
+    let mut sim = Sim::new();
+    sim.subscribe("ana");
+    sim.subscribe("bob");
+    // Each layer's timestamps start elsewhere; its report says its frame 0
+    // was captured at `n0`, as the publisher's one clock has it.
+    let n0 = Ntp(0xe000_0000_0000_0000);
+    let starts: Vec<(u32, u32)> = sim.layers.iter().map(|l| (l.ssrc, l.ts)).collect();
+    assert!(
+        !sim.fanout.sender_report(11, n0, starts[0].1),
+        "no layer is sent on it yet"
+    );
+    let sending = |frame: u32, rid: &str| rid != "f" || !(90..150).contains(&frame);
+    sim.run(0..1, sending);
+    for &(ssrc, ts) in &starts {
+        assert!(sim.fanout.sender_report(ssrc, n0, ts));
+    }
+    sim.run(1..60, sending);
+    sim.fanout.set_demand(&sid("bob"), Demand::Paused);
+    sim.run(60..240, sending);
+
+    // Ana went from f to h (f stopped) and back to f: her stream's line,
+    // from the layer she gets now, still puts every packet she got, from
+    // any layer, at its capture time.
+    let clocks: HashMap<&str, _> = sim.fanout.clocks().map(|(s, c)| (*s, c)).collect();
+    assert_eq!(clocks["bob"], None, "bob gets nothing: no line");
+    let ana_clock = clocks["ana"].expect("ana's layer had a report");
+    let ana = &sim.out["ana"];
+    assert_continuous("ana", ana);
+    assert!(layers_between(ana, sim.at(135), sim.at(150)) == vec![22]);
+    let tick = ntp_units(Duration::from_secs(1)) / 90_000;
+    for o in ana {
+        let start = starts
+            .iter()
+            .find(|s| s.0 == o.sent.ssrc)
+            .expect("a layer")
+            .1;
+        let ticks = i64::from(o.sent.ts.wrapping_sub(start));
+        let captured = n0.plus((ticks << 32) / 90_000);
+        let error = ana_clock.ntp_of(o.timestamp).since(captured).abs();
+        // A tick per switch at most: one is added where two frames were
+        // captured together.
+        assert!(error <= 3 * tick, "{o:?} off by {error}");
     }
 }
 

@@ -1,20 +1,24 @@
-//! Keyframe requests, NACKs and transport-wide feedback from subscribers.
+//! The RTCP the worker needs from its peers: keyframe requests, NACKs and
+//! transport-wide feedback from subscribers, sender reports from publishers.
 //!
 //! webrtc-rs ends every interceptor chain with a stage that drops inbound
 //! RTCP the application did not ask for, and routes a compound RTCP packet
 //! by its first report only, so a PLI behind a receiver report can land on
 //! the wrong track or nowhere. This interceptor sits last in the chain and
 //! hands the SSRC of every PLI and FIR straight to the session, which knows
-//! which forwarder sends that SSRC, and NACKs and transport-wide feedback
-//! to the worker, which resends from its own history and estimates the
+//! which forwarder sends that SSRC; NACKs and transport-wide feedback to
+//! the worker, which resends from its own history and estimates the
 //! subscriber's bandwidth (webrtc-rs's NACK responder and congestion
 //! control only know packets that went through its pipeline, and
-//! forwarded ones do not). The load generator uses it on its publishing connections to hear
-//! keyframe requests too.
+//! forwarded ones do not); and a publisher's sender reports to the worker,
+//! which translates them for the subscribers (`clock.rs`). The load
+//! generator uses it on its publishing connections to hear keyframe
+//! requests too.
 
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
@@ -26,26 +30,40 @@ use tokio::sync::mpsc;
 /// Just after every built-in slot of the default chain.
 pub const FEEDBACK_SLOT: usize = 14_000;
 
-/// What a subscriber says about the packets it got, for the worker.
+/// What a peer says about the packets it got or sent, for the worker.
 pub enum Feedback {
     /// A packet to send again: the SSRC we sent it on and its sequence number.
     Nack(u32, u16),
     /// When each packet arrived, by transport-wide sequence number.
     TransportCc(TransportLayerCc),
+    /// A publisher's sender report: RTP time `rtp` of stream `ssrc` was
+    /// NTP time `ntp` on its clock.
+    SenderReport { ssrc: u32, ntp: u64, rtp: u32 },
 }
 
-pub struct KeyframeRequestTap {
-    requests: mpsc::UnboundedSender<u32>,
+pub struct RtcpTap {
+    requests: Option<mpsc::UnboundedSender<u32>>,
     feedback: Option<std::sync::mpsc::Sender<Feedback>>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
 
-impl KeyframeRequestTap {
+impl RtcpTap {
+    /// Hands the SSRC of every keyframe request (PLI, FIR) to `requests`.
     pub fn new(requests: mpsc::UnboundedSender<u32>) -> Self {
         Self {
-            requests,
+            requests: Some(requests),
             feedback: None,
+            reads: VecDeque::new(),
+            writes: VecDeque::new(),
+        }
+    }
+
+    /// Hands a publisher's sender reports to `feedback`, and nothing else.
+    pub fn sender_reports(feedback: std::sync::mpsc::Sender<Feedback>) -> Self {
+        Self {
+            requests: None,
+            feedback: Some(feedback),
             reads: VecDeque::new(),
             writes: VecDeque::new(),
         }
@@ -58,7 +76,7 @@ impl KeyframeRequestTap {
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -69,14 +87,24 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             for packet in packets {
                 let any = packet.as_any();
-                if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
-                    let _ = self.requests.send(pli.media_ssrc);
-                } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                if let Some(pli) = any.downcast_ref::<PictureLossIndication>()
+                    && let Some(requests) = &self.requests
+                {
+                    let _ = requests.send(pli.media_ssrc);
+                } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>()
+                    && let Some(requests) = &self.requests
+                {
                     for entry in &fir.fir {
-                        let _ = self.requests.send(entry.ssrc);
+                        let _ = requests.send(entry.ssrc);
                     }
                 } else if let Some(feedback) = &self.feedback {
-                    if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                    if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                        let _ = feedback.send(Feedback::SenderReport {
+                            ssrc: sr.ssrc,
+                            ntp: sr.ntp_time,
+                            rtp: sr.rtp_time,
+                        });
+                    } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                         for pair in &nack.nacks {
                             for sequence in *pair {
                                 let _ = feedback.send(Feedback::Nack(nack.media_ssrc, sequence));
@@ -106,7 +134,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
     }
 }
 
-impl Interceptor for KeyframeRequestTap {
+impl Interceptor for RtcpTap {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

@@ -3,6 +3,7 @@
 //! machines; `room_task`, `participant` and the worker thread are the shells
 //! that own sockets, threads and the clock.
 
+pub mod clock;
 pub mod fanout;
 pub mod feedback;
 mod forwarder;

@@ -5,6 +5,7 @@
 //! the counts for sender reports and the transport-wide sequence numbers
 //! the bandwidth estimate comes from live. Sans-IO.
 
+use crate::clock::{MediaClock, Ntp};
 use crate::probe::{ProbeVerdict, Prober};
 use crate::rewriter::Budget;
 use crate::srtp::{Rollover, SrtpError, SrtpSender};
@@ -15,7 +16,7 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Packets kept per stream for retransmission: about half a second of
 /// 720p video, longer than a NACK takes to come back on a sane link.
@@ -188,8 +189,14 @@ struct OutStream {
     history: Vec<Option<Sent>>,
     packets: u32,
     octets: u32,
-    /// The last timestamp sent and when: sender reports extrapolate from it.
+    /// The last timestamp sent and when: sender reports extrapolate from
+    /// it while `clock` is not known.
     last: Option<(u32, Instant)>,
+    /// The publisher's line from RTP time to NTP time, in this stream's
+    /// timestamps and on Salon's clock (`clock.rs`): what its sender
+    /// reports say, so that the subscriber plays it in step with the
+    /// publisher's other tracks.
+    clock: Option<MediaClock>,
     rtx: Option<RtxStream>,
 }
 
@@ -203,6 +210,7 @@ impl OutStream {
             packets: 0,
             octets: 0,
             last: None,
+            clock: None,
         }
     }
 }
@@ -584,12 +592,22 @@ impl Outbound {
         Some(datagram)
     }
 
+    /// What stream `ssrc`'s sender reports are to say from now on: the
+    /// publisher's line from its RTP time to NTP time, moved into the
+    /// stream's timestamps and onto Salon's clock (`clock.rs`); `None`
+    /// while that is not known. A stream not sent on yet is left alone.
+    pub fn set_clock(&mut self, ssrc: u32, clock: Option<MediaClock>) {
+        if let Some(stream) = self.streams.get_mut(&ssrc) {
+            stream.clock = clock;
+        }
+    }
+
     /// The once-a-second upkeep: a sender report for every stream that
     /// sent lately (returned; `wall` is the wall clock at `now`), the
     /// rate sent over the last second, the loss window's turn, stale
     /// packets out of the send log, and idle streams' histories let go.
     pub fn tick(&mut self, now: Instant, wall: SystemTime) -> Vec<(RTCRtpSenderId, SenderReport)> {
-        let ntp = ntp_time(wall);
+        let ntp = Ntp::from_wall(wall);
         let (start, bytes) = &mut self.sent;
         if let Some(elapsed) = start.map(|s| now.saturating_duration_since(s).as_micros() as u64)
             && elapsed > 0
@@ -626,15 +644,20 @@ impl Outbound {
                 stream.history = Vec::new();
                 continue;
             }
-            // The RTP clock ran on since the last packet.
-            let elapsed =
-                (idle.as_micros() * u128::from(stream.info.clock_rate) / 1_000_000) as u32;
+            let rtp_time = match &stream.clock {
+                Some(clock) => clock.rtp_at(ntp),
+                // Until the publisher's reports are known: the RTP clock
+                // ran on since the last packet.
+                None => timestamp.wrapping_add(
+                    (idle.as_micros() * u128::from(stream.info.clock_rate) / 1_000_000) as u32,
+                ),
+            };
             reports.push((
                 stream.info.sender,
                 SenderReport {
                     ssrc,
-                    ntp_time: ntp,
-                    rtp_time: timestamp.wrapping_add(elapsed),
+                    ntp_time: ntp.0,
+                    rtp_time,
                     packet_count: stream.packets,
                     octet_count: stream.octets,
                     ..Default::default()
@@ -700,15 +723,6 @@ fn write(
         cc.next = cc.next.wrapping_add(1);
     }
     Ok(buf)
-}
-
-/// NTP's 64-bit fixed-point time (seconds since 1900 and a 32-bit fraction).
-fn ntp_time(wall: SystemTime) -> u64 {
-    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
-    let since = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = since.as_secs() + NTP_UNIX_OFFSET;
-    let fraction = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
-    (seconds << 32) | fraction
 }
 
 #[cfg(test)]

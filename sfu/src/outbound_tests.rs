@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::clock::ntp_units;
 use crate::fanout::Fanout;
 use crate::probe::ProbeVerdict;
 use crate::rewriter::Rank;
@@ -15,6 +16,7 @@ use rtc::shared::marshal::Unmarshal;
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
 use salon_common::ParticipantSid;
+use std::time::UNIX_EPOCH;
 
 const KEY: [u8; 16] = [7; 16];
 const SALT: [u8; 12] = [3; 12];
@@ -148,6 +150,40 @@ fn reports_count_what_was_sent_and_extrapolate_the_clock() {
     // An idle stream reports nothing and lets go of its history.
     assert!(ob.tick(t0 + IDLE, wall).is_empty());
     assert!(ob.resend(t0, 0xabc, 2, &mut pool).is_none());
+}
+
+#[test]
+fn with_the_publishers_clock_known_a_sender_report_follows_its_line_not_the_last_packet() {
+    let mut pool = BufferPool::default();
+    let mut ob = outbound(3);
+    let t0 = Instant::now();
+    let payload = Bytes::from(vec![0u8; 100]);
+    ob.send(t0, info(), out(&payload, 1, 90_000), &mut pool)
+        .unwrap();
+    let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    // The publisher's report put RTP time 500_000 at 0.25 s before the
+    // wall time of the report to come: the packet sent at 90_000 left an
+    // encoder long after its capture, which the report knows and the
+    // sending time does not.
+    let ntp = Ntp::from_wall(wall);
+    let clock = MediaClock {
+        ntp: ntp.plus(-ntp_units(Duration::from_millis(250))),
+        rtp: 500_000,
+        rate: 90_000,
+    };
+    ob.set_clock(0xabc, Some(clock));
+    let reports = ob.tick(t0 + Duration::from_millis(500), wall);
+    assert_eq!(reports[0].1.ntp_time, ntp.0);
+    assert_eq!(reports[0].1.rtp_time, 500_000 + 22_500);
+
+    // Unknown again (the subscriber's layer has no report yet): the
+    // packets' timing once more.
+    ob.set_clock(0xabc, None);
+    let reports = ob.tick(t0 + Duration::from_millis(1000), wall);
+    assert_eq!(reports[0].1.rtp_time, 90_000 + 90_000);
+    // A stream never sent on is not made up.
+    ob.set_clock(0xdef, Some(clock));
+    assert_eq!(ob.tick(t0 + Duration::from_millis(1000), wall).len(), 1);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! continuous stream per subscriber, of the layer that subscriber should get.
 //! Sans-IO and allocation-free.
 
+use crate::clock::MediaClock;
 use livekit_protocol as lk;
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,9 @@ impl Demand {
 pub struct LayerTable {
     seen: [Option<Seen>; Rank::COUNT],
     rates: [Rate; Rank::COUNT],
+    /// Each layer's line from RTP time to the publisher's NTP time, from
+    /// its last sender report, with the SSRC it came for.
+    clocks: [Option<(u32, MediaClock)>; Rank::COUNT],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +167,30 @@ impl LayerTable {
     /// Notes a packet of layer `rank` on `ssrc`.
     pub fn observe(&mut self, now: Instant, rank: Rank, ssrc: u32) {
         self.seen[rank.index()] = Some(Seen { ssrc, at: now });
+    }
+
+    /// Takes a sender report of the publisher's for `ssrc`; `false` if no
+    /// layer is sent on it (yet).
+    pub fn set_clock(&mut self, ssrc: u32, clock: MediaClock) -> bool {
+        let Some(i) = self
+            .seen
+            .iter()
+            .position(|s| s.is_some_and(|s| s.ssrc == ssrc))
+        else {
+            return false;
+        };
+        self.clocks[i] = Some((ssrc, clock));
+        true
+    }
+
+    /// The line from RTP time to the publisher's NTP time of the layer on
+    /// `ssrc`, if a report gave it.
+    pub fn clock(&self, ssrc: u32) -> Option<MediaClock> {
+        self.clocks
+            .iter()
+            .flatten()
+            .find(|(s, _)| *s == ssrc)
+            .map(|&(_, clock)| clock)
     }
 
     /// Counts `bytes` of layer `rank` towards its bitrate.
@@ -391,6 +419,11 @@ pub struct LayerRewriter {
     last_out_seq: u16,
     last_out_ts: u32,
     last_out_at: Option<Instant>,
+    /// The SSRC and timestamp offset of the layer `last_out_ts` came
+    /// from: with the layers' sender reports, they say when its packet was
+    /// captured, so that a switch keeps the stream's timestamps on the
+    /// publisher's clock.
+    last_layer: Option<(u32, u32)>,
     /// VP8's own frame numbers, continued across switches like the RTP ones.
     vp8: crate::vp8::Renumber,
 }
@@ -418,6 +451,7 @@ impl LayerRewriter {
             last_out_seq: 0,
             last_out_ts: 0,
             last_out_at: None,
+            last_layer: None,
             vp8: crate::vp8::Renumber::default(),
         }
     }
@@ -483,7 +517,7 @@ impl LayerRewriter {
         self.target = wanted.filter(|&(_, w)| Some(w) != self.current.map(|c| c.ssrc));
         if !on_current {
             if let Some((rank, _)) = self.target.filter(|&(_, w)| w == ssrc && keyframe) {
-                self.switch_to(now, rank, ssrc, sequence, timestamp);
+                self.switch_to(now, layers, rank, ssrc, sequence, timestamp);
                 if let Some(descriptor) = vp8 {
                     self.vp8.switch(descriptor);
                 }
@@ -514,15 +548,32 @@ impl LayerRewriter {
         }
     }
 
-    fn switch_to(&mut self, now: Instant, rank: Rank, ssrc: u32, sequence: u16, timestamp: u32) {
+    fn switch_to(
+        &mut self,
+        now: Instant,
+        layers: &LayerTable,
+        rank: Rank,
+        ssrc: u32,
+        sequence: u16,
+        timestamp: u32,
+    ) {
         let (seq_offset, ts_offset) = match self.last_out_at {
             Some(last) => {
-                // Continue right after the last packet sent, as much later in
-                // media time as it is in wall time (at least one tick, so the
-                // decoder sees a new frame).
-                let elapsed = now.saturating_duration_since(last);
-                let ticks = (elapsed.as_micros() * u128::from(self.clock_rate) / 1_000_000)
-                    .clamp(1, u128::from(u32::MAX / 2)) as u32;
+                // Continue right after the last packet sent, as much later
+                // in media time as it was captured after it by the
+                // publisher's sender reports (the sender reports this
+                // stream's subscriber gets are those, translated: its
+                // timestamps must stay on their line). Without reports, as
+                // much later as it is in wall time. At least one tick, so
+                // that the decoder sees a new frame.
+                let ticks = self
+                    .captured_since_last(layers, ssrc, timestamp)
+                    .unwrap_or_else(|| {
+                        let elapsed = now.saturating_duration_since(last);
+                        (elapsed.as_micros() * u128::from(self.clock_rate) / 1_000_000)
+                            .min(u128::from(u32::MAX)) as i64
+                    })
+                    .clamp(1, i64::from(u32::MAX / 2)) as u32;
                 let next_seq = self.last_out_seq.wrapping_add(1);
                 let next_ts = self.last_out_ts.wrapping_add(ticks);
                 (
@@ -539,7 +590,28 @@ impl LayerRewriter {
             seq_offset,
             ts_offset,
         });
+        self.last_layer = Some((ssrc, ts_offset));
         self.last_out_seq = sequence.wrapping_add(seq_offset).wrapping_sub(1);
+    }
+
+    /// RTP ticks from the capture of the last packet sent to that of
+    /// `timestamp` on `ssrc`, if both layers' sender reports are known.
+    fn captured_since_last(&self, layers: &LayerTable, ssrc: u32, timestamp: u32) -> Option<i64> {
+        let (last_ssrc, last_offset) = self.last_layer?;
+        let last_clock = layers.clock(last_ssrc)?;
+        let clock = layers.clock(ssrc)?;
+        Some(clock.ticks_since(
+            timestamp,
+            &last_clock,
+            self.last_out_ts.wrapping_sub(last_offset),
+        ))
+    }
+
+    /// The SSRC of the layer being forwarded and what is added to its
+    /// timestamps, if any is: what moves its sender reports into this
+    /// stream's timestamps.
+    pub fn timing(&self) -> Option<(u32, u32)> {
+        self.current.map(|c| (c.ssrc, c.ts_offset))
     }
 }
 

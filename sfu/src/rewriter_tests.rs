@@ -124,6 +124,45 @@ fn a_better_layer_is_taken_on_its_keyframe_with_continuous_numbering() {
 }
 
 #[test]
+fn with_the_layers_sender_reports_a_switch_keeps_the_publishers_timing() {
+    use crate::clock::{MediaClock, Ntp};
+    let t0 = Instant::now();
+    let mut s = Sub::new(Demand::DEFAULT);
+    s.feed(t0, &[(1, "q", 100, 1000, true)]);
+    s.feed(t0, &[(3, "f", 5000, 900_000, false)]);
+    // Each layer has its own timestamps; their reports put both on the
+    // publisher's clock: q's 1000 and f's 900_000 were captured together.
+    let ntp = Ntp(1 << 60);
+    for (ssrc, rtp) in [(1, 1000), (3, 900_000)] {
+        let clock = MediaClock {
+            ntp,
+            rtp,
+            rate: 90_000,
+        };
+        assert!(s.layers.set_clock(ssrc, clock));
+    }
+    // A report for an SSRC no layer is sent on is not taken.
+    let stray = MediaClock {
+        ntp,
+        rtp: 0,
+        rate: 90_000,
+    };
+    assert!(!s.layers.set_clock(9, stray));
+    assert_eq!(s.layers.clock(9), None);
+    // f's keyframe, captured 2 frames (6000 ticks) after q's last one,
+    // comes 200 ms of wall time later: a keyframe takes long to encode.
+    let out = s.feed(
+        t0 + Duration::from_millis(200),
+        &[(1, "q", 101, 4000, false), (3, "f", 5001, 906_000, true)],
+    );
+    // It continues 3000 ticks after q's 4000 (its capture, not the 18_000
+    // the wall clock would say), and the layer's timestamps now carry the
+    // offset that moves f's report onto the stream.
+    assert_eq!(out, vec![(101, 4000), (102, 7000)]);
+    assert_eq!(s.r.timing(), Some((3, 7000u32.wrapping_sub(906_000))));
+}
+
+#[test]
 fn a_worse_layer_never_takes_over() {
     let mut s = Sub::new(Demand::DEFAULT);
     let out = s.feed(

@@ -7,7 +7,8 @@
 use super::data::DataOut;
 use super::demux::Demux;
 use super::{ConnEvent, ConnId, ConnNotice, ConnRole, OpenConn, TrackKey, WorkerCommand};
-use crate::feedback::{FEEDBACK_SLOT, Feedback, KeyframeRequestTap};
+use crate::clock::{ClockOffset, Ntp};
+use crate::feedback::{FEEDBACK_SLOT, Feedback, RtcpTap};
 use crate::forwarder::{Forwarder, ForwarderCommand, ForwarderHandle};
 use crate::outbound::{BufferPool, OutPacket, Outbound, REPORT_INTERVAL, StreamInfo};
 use crate::red::Delivery;
@@ -78,6 +79,9 @@ pub(crate) struct Connection {
     outbound: Option<Outbound>,
     /// Where webrtc-rs last sent DTLS or SRTP: the selected candidate pair.
     peer: Option<(TransportProtocol, SocketAddr)>,
+    /// Publisher connections: how far Salon's clock is from the client's,
+    /// by its sender reports (`clock.rs`).
+    clock_offset: ClockOffset,
 }
 
 impl Connection {
@@ -138,9 +142,13 @@ pub(crate) struct WorkerCore {
     /// Reused between flushes so that reading a connection allocates nothing.
     inbox: Vec<RTCMessage>,
     events: Vec<RTCPeerConnectionEvent>,
+    /// Publishers' sender reports: SSRC, NTP time, RTP time.
+    sender_reports: Vec<(u32, Ntp, u32)>,
     next_id: u64,
 }
 
+/// Most sender reports taken from one connection per flush.
+const MAX_SENDER_REPORTS: usize = 64;
 /// Most datagrams queued for sending; beyond it the oldest are dropped, as
 /// a full socket buffer would.
 const MAX_TRANSMITS: usize = 65_536;
@@ -175,6 +183,7 @@ impl WorkerCore {
             next_probe: None,
             inbox: Vec::new(),
             events: Vec::new(),
+            sender_reports: Vec::new(),
             next_id: 1,
         }
     }
@@ -423,8 +432,30 @@ impl WorkerCore {
         }
     }
 
+    /// The wall clock at `now`.
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.clock.1 + now.saturating_duration_since(self.clock.0)
+    }
+
     fn send_reports(&mut self, now: Instant) {
-        let wall = self.clock.1 + now.saturating_duration_since(self.clock.0);
+        let wall = self.wall(now);
+        // What each stream's reports say: its publisher's, translated.
+        for forwarder in self.tracks.values() {
+            let offset = self
+                .conns
+                .get(&forwarder.publisher)
+                .and_then(|c| c.clock_offset.units());
+            for (down, clock) in forwarder.fanout.clocks() {
+                if let Some(outbound) = self
+                    .conns
+                    .get_mut(&down.conn)
+                    .and_then(|c| c.outbound.as_mut())
+                {
+                    let clock = clock.zip(offset).map(|(c, offset)| c.shifted(offset, 0));
+                    outbound.set_clock(down.ssrc, clock);
+                }
+            }
+        }
         for (&id, conn) in &mut self.conns {
             let Some(outbound) = conn.outbound.as_mut() else {
                 continue;
@@ -473,6 +504,7 @@ impl WorkerCore {
             transport_cc_ext: None,
             outbound: None,
             peer: None,
+            clock_offset: ClockOffset::default(),
         };
         let mut candidates = vec![host_candidate(self.udp_addr, TcpType::Unspecified)?];
         if let Some(tcp) = self.tcp_addr {
@@ -553,6 +585,7 @@ impl WorkerCore {
         while let Some(id) = self.dirty.pop() {
             let mut inbox = std::mem::take(&mut self.inbox);
             let mut events = std::mem::take(&mut self.events);
+            let mut reports = std::mem::take(&mut self.sender_reports);
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.dirty = false;
                 let transmits = &mut self.transmits;
@@ -574,7 +607,7 @@ impl WorkerCore {
                     }
                     conn.pc.poll_timeout()
                 });
-                take_feedback(conn, now, &mut self.pool, transmits);
+                take_feedback(conn, now, &mut self.pool, transmits, &mut reports);
                 match polled {
                     Some(next) if next != conn.next_timeout => {
                         conn.next_timeout = next;
@@ -592,8 +625,12 @@ impl WorkerCore {
             for message in inbox.drain(..) {
                 self.on_message(now, id, message);
             }
+            for (ssrc, ntp, rtp) in reports.drain(..) {
+                self.on_sender_report(now, id, ssrc, ntp, rtp);
+            }
             self.inbox = inbox;
             self.events = events;
+            self.sender_reports = reports;
         }
     }
 
@@ -715,6 +752,25 @@ impl WorkerCore {
                 });
             }
             _ => {}
+        }
+    }
+
+    /// A publisher's sender report: RTP time `rtp` of stream `ssrc` was
+    /// `ntp` on its clock. For the reports of the stream's copies (lip
+    /// sync); it finds its track by its SSRC.
+    fn on_sender_report(&mut self, now: Instant, id: ConnId, ssrc: u32, ntp: Ntp, rtp: u32) {
+        let arrived = Ntp::from_wall(self.wall(now));
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let known = conn.tracks.values().any(|key| {
+            self.tracks
+                .get_mut(key)
+                .is_some_and(|f| f.fanout.sender_report(ssrc, ntp, rtp))
+        });
+        tracing::trace!(ssrc, ntp = ntp.0, rtp, known, "a publisher's sender report");
+        if known {
+            conn.clock_offset.observe(ntp, arrived);
         }
     }
 
@@ -867,11 +923,20 @@ fn take_feedback(
     now: Instant,
     pool: &mut BufferPool,
     transmits: &mut VecDeque<Transmit>,
+    sender_reports: &mut Vec<(u32, Ntp, u32)>,
 ) {
     let Some(feedback) = conn.feedback.as_ref() else {
         return;
     };
     while let Ok(item) = feedback.try_recv() {
+        if let Feedback::SenderReport { ssrc, ntp, rtp } = item {
+            // A bound, as with anything a peer sends: a second's worth
+            // from a publisher is a handful.
+            if sender_reports.len() < MAX_SENDER_REPORTS {
+                sender_reports.push((ssrc, Ntp(ntp), rtp));
+            }
+            continue;
+        }
         // Before the worker sends for the connection itself (or if it never
         // does), there is nothing to resend or estimate: dropped, so that
         // nothing piles up.
@@ -891,6 +956,7 @@ fn take_feedback(
                     );
                 }
             }
+            Feedback::SenderReport { .. } => {}
             Feedback::TransportCc(cc) => {
                 // webrtc-rs's estimator reads what the peer wrote; whatever
                 // that is, it may cost the connection its estimate, never
@@ -1024,21 +1090,23 @@ fn build_pc(
     let mut settings =
         crate::participant::setting_engine_builder().with_ice_credentials(ufrag, random_token(32));
     let mut keys = None;
-    let mut feedback = None;
+    // The tap at the end of the chain brings the worker what it needs of
+    // the peer's RTCP.
+    let (tx, rx) = std::sync::mpsc::channel();
     let registry = match &open.role {
         ConnRole::Publisher { .. } => {
-            // Transport-wide feedback drives the browser's own uplink estimate.
+            // Transport-wide feedback drives the browser's own uplink
+            // estimate; the tap brings the worker its sender reports.
             configure_twcc_receiver_only(Registry::new(), &mut media)?
                 .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
                 .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+                .with(Slot::from(FEEDBACK_SLOT), RtcpTap::sender_reports(tx))
         }
         ConnRole::Subscriber { keyframe_requests } => {
             // Forwarded packets skip webrtc-rs's pipeline (outbound.rs),
             // so its NACK responder, sender reports and congestion control
             // would know nothing of them: the worker does all three, and
             // the tap brings it the NACKs and transport-wide feedback.
-            let (tx, rx) = std::sync::mpsc::channel();
-            feedback = Some(rx);
             for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
                 media.register_feedback(
                     RTCPFeedback {
@@ -1064,7 +1132,7 @@ fn build_pc(
             keys = Some(tap);
             Registry::new().with(
                 Slot::from(FEEDBACK_SLOT),
-                KeyframeRequestTap::new(keyframe_requests.clone()).with_feedback(tx),
+                RtcpTap::new(keyframe_requests.clone()).with_feedback(tx),
             )
         }
     };
@@ -1073,7 +1141,7 @@ fn build_pc(
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .build(now)?;
-    Ok((pc, keys, feedback))
+    Ok((pc, keys, Some(rx)))
 }
 
 #[cfg(test)]
