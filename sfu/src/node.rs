@@ -65,6 +65,12 @@ pub struct JoinParams {
     /// The `client_protocol` the client connected with: other clients pick
     /// how to send it data (streams, RPC) by it.
     pub client_protocol: i32,
+    /// Whether the client plays a participant's camera and microphone (and
+    /// a screen and its audio) in step when they share a stream id, as
+    /// Chromium and Safari do: LiveKit's sync streams. Firefox names the
+    /// tracks it receives itself, so livekit-client finds a track there by
+    /// the stream id alone, which must then be the track's.
+    pub sync_streams: bool,
 }
 
 /// A joined participant's signal channel to and from the node. Dropping
@@ -274,6 +280,7 @@ impl Node {
                 commands,
                 from_client,
                 to_client,
+                sync_streams: params.sync_streams,
             }));
             return Ok(Session {
                 sid,

@@ -26,7 +26,9 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
-use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverId};
+use rtc::rtp_transceiver::{
+    RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit,
+};
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 use salon_common::{ParticipantSid, TrackSid};
@@ -133,6 +135,8 @@ pub(crate) struct SessionParts {
     pub(crate) commands: mpsc::UnboundedReceiver<ParticipantCommand>,
     pub(crate) from_client: mpsc::Receiver<lk::SignalRequest>,
     pub(crate) to_client: mpsc::Sender<lk::SignalResponse>,
+    /// See `JoinParams::sync_streams`.
+    pub(crate) sync_streams: bool,
 }
 
 struct Session {
@@ -160,6 +164,8 @@ struct Session {
     quality: QualityMeter,
     /// Whether a connection is disconnected or failed, for the quality.
     link_down: [bool; 2],
+    /// See `JoinParams::sync_streams`.
+    sync_streams: bool,
 }
 
 /// How often a participant's connection quality is measured, as LiveKit
@@ -176,6 +182,7 @@ pub(crate) async fn run(parts: SessionParts) {
         mut commands,
         mut from_client,
         to_client,
+        sync_streams,
     } = parts;
     let (notice_tx, mut notices) = mpsc::unbounded_channel();
     let (keyframe_tx, mut keyframe_rx) = mpsc::unbounded_channel();
@@ -229,6 +236,7 @@ pub(crate) async fn run(parts: SessionParts) {
         early_candidates: Vec::new(),
         quality: QualityMeter::default(),
         link_down: [false; 2],
+        sync_streams,
     };
     let mut quality_tick = tokio::time::interval(QUALITY_INTERVAL);
     quality_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -276,6 +284,24 @@ pub(crate) async fn run(parts: SessionParts) {
 /// track its publisher sends in RED, as LiveKit does. (Other audio tracks
 /// offer their codec, which webrtc-rs follows with RED as a repair format.)
 /// A subscriber whose earlier answer turned RED down gets Opus alone.
+/// The stream id of a track sent to a subscriber (the first part of its
+/// `a=msid`): the publisher's sid, then, for a client that plays a stream's
+/// tracks in step (`sync_streams`), which of the publisher's streams it
+/// belongs to, as LiveKit groups them: camera with microphone, screen with
+/// its audio. Otherwise, and for tracks of other sources, the track's sid:
+/// each track is a stream of its own.
+fn stream_id(publisher: &ParticipantSid, track: &lk::TrackInfo, sync_streams: bool) -> String {
+    let group = match lk::TrackSource::try_from(track.source) {
+        Ok(lk::TrackSource::Camera | lk::TrackSource::Microphone) => Some("camera"),
+        Ok(lk::TrackSource::ScreenShare | lk::TrackSource::ScreenShareAudio) => Some("screen"),
+        _ => None,
+    };
+    match group.filter(|_| sync_streams) {
+        Some(group) => format!("{publisher}|{group}"),
+        None => format!("{publisher}|{}", track.sid),
+    }
+}
+
 fn offer_red(pc: &mut RTCPeerConnection, sender: RTCRtpSenderId) {
     let Some(mut transceiver) = pc.rtp_transceiver(RTCRtpTransceiverId::from(sender)) else {
         return;
@@ -704,8 +730,9 @@ impl Session {
                     forwarder.codec.clone()
                 };
                 // livekit-client finds the publisher and the track from these ids.
+                let stream = stream_id(&publisher, &track, self.sync_streams);
                 let local = MediaStreamTrack::new(
-                    format!("{publisher}|{}", track.sid),
+                    stream,
                     track.sid.clone(),
                     track.sid.clone(),
                     forwarder.kind,
@@ -719,10 +746,29 @@ impl Session {
                         ..Default::default()
                     }],
                 );
+                let fresh_transceiver = self.sync_streams;
                 let sender = self
                     .subscriber
                     .with(move |conn, _| {
-                        let sender = conn.pc.add_track(local)?;
+                        let sender = if fresh_transceiver {
+                            // A transceiver used before keeps, in the
+                            // browser, the receiving track it had, with the
+                            // id of the track it carried then; with a
+                            // stream id shared by two tracks, that id is
+                            // all livekit-client has to tell which track
+                            // it is. So each track gets a transceiver of
+                            // its own, as LiveKit does with sync streams.
+                            let init = RTCRtpTransceiverInit {
+                                direction: RTCRtpTransceiverDirection::Sendonly,
+                                streams: Vec::new(),
+                                send_encodings: Vec::new(),
+                            };
+                            conn.pc
+                                .add_transceiver_from_track(local, Some(init))?
+                                .into()
+                        } else {
+                            conn.pc.add_track(local)?
+                        };
                         if red {
                             offer_red(&mut conn.pc, sender);
                         }
@@ -827,5 +873,33 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_camera_and_its_microphone_share_a_stream_where_the_client_syncs_streams() {
+        let publisher = ParticipantSid::new("PA_pub".to_owned());
+        let track = |sid: &str, source: lk::TrackSource| lk::TrackInfo {
+            sid: sid.to_owned(),
+            source: source as i32,
+            ..Default::default()
+        };
+        let camera = track("TR_cam", lk::TrackSource::Camera);
+        let mic = track("TR_mic", lk::TrackSource::Microphone);
+        let screen = track("TR_scr", lk::TrackSource::ScreenShare);
+        let screen_audio = track("TR_sca", lk::TrackSource::ScreenShareAudio);
+        let other = track("TR_unk", lk::TrackSource::Unknown);
+        assert_eq!(stream_id(&publisher, &camera, true), "PA_pub|camera");
+        assert_eq!(stream_id(&publisher, &mic, true), "PA_pub|camera");
+        assert_eq!(stream_id(&publisher, &screen, true), "PA_pub|screen");
+        assert_eq!(stream_id(&publisher, &screen_audio, true), "PA_pub|screen");
+        assert_eq!(stream_id(&publisher, &other, true), "PA_pub|TR_unk");
+        // Firefox: the track's own stream, whose id names it.
+        assert_eq!(stream_id(&publisher, &camera, false), "PA_pub|TR_cam");
+        assert_eq!(stream_id(&publisher, &mic, false), "PA_pub|TR_mic");
     }
 }

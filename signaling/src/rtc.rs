@@ -26,6 +26,11 @@ pub(crate) struct RtcParams {
     reconnect: Option<String>,
     #[serde(default)]
     client_protocol: Option<String>,
+    /// The signal protocol's version.
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default)]
+    browser: Option<String>,
 }
 
 /// A client that sends nothing for this long is gone (JoinResponse's
@@ -89,6 +94,7 @@ pub(crate) async fn connect(
             .as_deref()
             .and_then(|p| p.parse().ok())
             .unwrap_or(0),
+        sync_streams: sync_streams(&params),
     };
     let ws = ws
         .read_buffer_size(salon_common::SIGNAL_READ_BUFFER_BYTES)
@@ -138,6 +144,23 @@ struct ClientOptions {
     auto_subscribe: bool,
     reconnect: bool,
     client_protocol: i32,
+    sync_streams: bool,
+}
+
+/// Whether the client gets a participant's camera and microphone in one
+/// stream, to be played in step (`JoinParams::sync_streams`): as LiveKit
+/// decides, from signal protocol 10 on and not for Firefox.
+fn sync_streams(params: &RtcParams) -> bool {
+    let protocol: i32 = params
+        .protocol
+        .as_deref()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let firefox = params
+        .browser
+        .as_deref()
+        .is_some_and(|b| b.eq_ignore_ascii_case("firefox"));
+    protocol > 9 && !firefox
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -210,6 +233,7 @@ async fn session(
         },
         auto_subscribe: client.auto_subscribe,
         client_protocol: client.client_protocol,
+        sync_streams: client.sync_streams,
     };
     let mut node_session = match node.join(params).await {
         Ok(s) => s,
