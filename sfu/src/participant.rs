@@ -280,18 +280,16 @@ pub(crate) async fn run(parts: SessionParts) {
     tracing::debug!(participant = %sid, "session closed");
 }
 
-/// Offers RED first and Opus after it in the section of the sender of a
-/// track its publisher sends in RED, as LiveKit does. (Other audio tracks
-/// offer their codec, which webrtc-rs follows with RED as a repair format.)
-/// A subscriber whose earlier answer turned RED down gets Opus alone.
 /// The stream id of a track sent to a subscriber (the first part of its
 /// `a=msid`): the publisher's sid, then, for a client that plays a stream's
 /// tracks in step (`sync_streams`), which of the publisher's streams it
-/// belongs to, as LiveKit groups them: camera with microphone, screen with
-/// its audio. Otherwise, and for tracks of other sources, the track's sid:
-/// each track is a stream of its own.
+/// belongs to, as LiveKit groups them: the stream the publisher named in
+/// AddTrack, else camera with microphone and screen with its audio.
+/// Otherwise, and for tracks of other sources, the track's sid: each track
+/// is a stream of its own.
 fn stream_id(publisher: &ParticipantSid, track: &lk::TrackInfo, sync_streams: bool) -> String {
     let group = match lk::TrackSource::try_from(track.source) {
+        _ if !track.stream.is_empty() => Some(track.stream.as_str()),
         Ok(lk::TrackSource::Camera | lk::TrackSource::Microphone) => Some("camera"),
         Ok(lk::TrackSource::ScreenShare | lk::TrackSource::ScreenShareAudio) => Some("screen"),
         _ => None,
@@ -302,6 +300,10 @@ fn stream_id(publisher: &ParticipantSid, track: &lk::TrackInfo, sync_streams: bo
     }
 }
 
+/// Offers RED first and Opus after it in the section of the sender of a
+/// track its publisher sends in RED, as LiveKit does. (Other audio tracks
+/// offer their codec, which webrtc-rs follows with RED as a repair format.)
+/// A subscriber whose earlier answer turned RED down gets Opus alone.
 fn offer_red(pc: &mut RTCPeerConnection, sender: RTCRtpSenderId) {
     let Some(mut transceiver) = pc.rtp_transceiver(RTCRtpTransceiverId::from(sender)) else {
         return;
@@ -898,6 +900,13 @@ mod tests {
         assert_eq!(stream_id(&publisher, &screen, true), "PA_pub|screen");
         assert_eq!(stream_id(&publisher, &screen_audio, true), "PA_pub|screen");
         assert_eq!(stream_id(&publisher, &other, true), "PA_pub|TR_unk");
+        // A stream the publisher named groups its tracks instead.
+        let named = lk::TrackInfo {
+            stream: "second-camera".to_owned(),
+            ..camera.clone()
+        };
+        assert_eq!(stream_id(&publisher, &named, true), "PA_pub|second-camera");
+        assert_eq!(stream_id(&publisher, &named, false), "PA_pub|TR_cam");
         // Firefox: the track's own stream, whose id names it.
         assert_eq!(stream_id(&publisher, &camera, false), "PA_pub|TR_cam");
         assert_eq!(stream_id(&publisher, &mic, false), "PA_pub|TR_mic");

@@ -6,7 +6,8 @@ use crate::fleet::{FleetError, NodeSocket};
 use crate::{AppState, Backend, Fleet};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::header::USER_AGENT;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use livekit_protocol as lk;
 use prost::Message as _;
@@ -73,10 +74,23 @@ pub(crate) async fn validate(
 
 pub(crate) async fn connect(
     State(state): State<AppState>,
-    Query(params): Query<RtcParams>,
+    Query(mut params): Query<RtcParams>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // livekit-client does not say which browser it runs in; LiveKit reads
+    // the user agent, and so does Salon.
+    let firefox_agent = headers
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_firefox_agent);
+    let mut query = query.unwrap_or_default();
+    if params.browser.is_none() && firefox_agent {
+        params.browser = Some("firefox".to_owned());
+        // A node hears of it the same way when a replica relays the join.
+        query.push_str("&browser=firefox");
+    }
     // Refuse before upgrading, so a bad token never gets a WebSocket.
     let (claims, room) = match check(&state, &params) {
         Ok(ok) => ok,
@@ -107,7 +121,6 @@ pub(crate) async fn connect(
         Backend::Fleet(fleet) => {
             // The node is found and connected before the client's upgrade,
             // so that a join that cannot be placed fails with a clear error.
-            let query = query.unwrap_or_default();
             match open_on_node(&fleet, &room, &query).await {
                 Ok(upstream) => ws.on_upgrade(move |socket| relay::run(state, socket, upstream)),
                 Err(err) => {
@@ -145,6 +158,11 @@ struct ClientOptions {
     reconnect: bool,
     client_protocol: i32,
     sync_streams: bool,
+}
+
+/// Firefox's user agent, but not Firefox for iOS (WebKit inside).
+fn is_firefox_agent(agent: &str) -> bool {
+    agent.contains("Firefox/") && !agent.contains("FxiOS")
 }
 
 /// Whether the client gets a participant's camera and microphone in one
@@ -336,4 +354,35 @@ async fn session(
             reason: "".into(),
         })))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_streams_for_protocol_10_on_and_not_for_firefox() {
+        let params = |protocol: &str, browser: Option<&str>| RtcParams {
+            protocol: Some(protocol.to_owned()),
+            browser: browser.map(str::to_owned),
+            ..Default::default()
+        };
+        assert!(sync_streams(&params("16", None)));
+        assert!(sync_streams(&params("16", Some("Chrome"))));
+        assert!(!sync_streams(&params("16", Some("firefox"))));
+        assert!(!sync_streams(&params("16", Some("Firefox"))));
+        assert!(!sync_streams(&params("9", None)));
+        assert!(!sync_streams(&params("not a number", None)));
+        assert!(!sync_streams(&RtcParams::default()));
+    }
+
+    #[test]
+    fn firefox_is_told_by_its_user_agent() {
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+        let chromium = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+        let ios = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) FxiOS/120.0 Mobile/15E148 Safari/605.1.15";
+        assert!(is_firefox_agent(firefox));
+        assert!(!is_firefox_agent(chromium));
+        assert!(!is_firefox_agent(ios));
+    }
 }
