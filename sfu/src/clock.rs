@@ -115,18 +115,23 @@ pub struct ClockOffset {
 /// report held up in a queue must not shift the lines by its delay, and
 /// clocks drift apart by a few parts per million only.
 const OFFSET_SMOOTHING: i64 = 16;
+/// A difference of more than a second (in units of 2^-32 s) is a step.
+const OFFSET_STEP: u64 = 1 << 32;
 
 impl ClockOffset {
     /// A report stamped `sent` by the publisher arrived at `arrived` on
     /// Salon's clock.
     pub fn observe(&mut self, sent: Ntp, arrived: Ntp) {
         let sample = arrived.since(sent);
+        // Saturating: the times are the peer's to choose.
+        let change = sample.saturating_sub(self.units.unwrap_or(sample));
         self.units = Some(match self.units {
-            None => sample,
-            // Saturating: the times are the peer's to choose.
-            Some(current) => {
-                current.saturating_add(sample.saturating_sub(current) / OFFSET_SMOOTHING)
+            // The publisher's clock was set, or the first report waited
+            // long somewhere: start again rather than creep there.
+            Some(current) if change.unsigned_abs() <= OFFSET_STEP => {
+                current.saturating_add(change / OFFSET_SMOOTHING)
             }
+            _ => sample,
         });
     }
 

@@ -92,6 +92,9 @@ fn the_offset_starts_at_the_first_report_and_moves_slowly_after() {
     offset.observe(publisher, publisher.plus(seconds(3.170)));
     let moved = offset.units().expect("known") - seconds(3.010);
     assert!((moved - seconds(0.010)).abs() < 2, "{moved}");
+    // The publisher's clock is set 5 s back: a step, taken at once.
+    offset.observe(publisher, publisher.plus(seconds(8.0)));
+    assert_eq!(offset.units(), Some(seconds(8.0)));
     // Nonsense from a peer saturates instead of overflowing.
     offset.observe(Ntp(0), Ntp(u64::MAX / 2));
     offset.observe(Ntp(u64::MAX / 2), Ntp(0));

@@ -125,10 +125,16 @@ impl<S> Fanout<S> {
         self.downs.retain(|d| &d.subscriber != subscriber);
     }
 
-    /// Forgets a subscriber altogether: it unsubscribed.
-    pub fn forget(&mut self, subscriber: &ParticipantSid) {
-        self.remove(subscriber);
+    /// Forgets a subscriber altogether: it unsubscribed. Returns its sink,
+    /// if it had one, for the shell to let go of what it keeps for it.
+    pub fn forget(&mut self, subscriber: &ParticipantSid) -> Option<S> {
         self.demands.remove(subscriber);
+        // `add` keeps one sink per subscriber.
+        let i = self
+            .downs
+            .iter()
+            .position(|d| &d.subscriber == subscriber)?;
+        Some(self.downs.remove(i).sink)
     }
 
     /// What `subscriber` wants from now on, whether or not its sink is attached yet.

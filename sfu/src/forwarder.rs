@@ -45,6 +45,15 @@ pub(crate) enum ForwarderCommand {
     RequestKeyframe(ParticipantSid),
 }
 
+/// What the worker does after a command.
+pub(crate) enum Followup {
+    Done,
+    /// Ask the publisher for a keyframe of the layer on this SSRC.
+    Keyframe(u32),
+    /// This down track is gone: its connection may let go of its stream.
+    Unsubscribed(DownTrack),
+}
+
 /// Where an audio track's levels go: the room, as its publisher's.
 #[derive(Clone)]
 pub(crate) struct LevelSink {
@@ -115,18 +124,24 @@ impl Forwarder {
         }
     }
 
-    pub(crate) fn command(&mut self, now: Instant, command: ForwarderCommand) -> Option<u32> {
+    pub(crate) fn command(&mut self, now: Instant, command: ForwarderCommand) -> Followup {
         match command {
             ForwarderCommand::Add(d) => self.fanout.add(d.subscriber.clone(), d),
-            ForwarderCommand::Remove(subscriber) => self.fanout.forget(&subscriber),
+            ForwarderCommand::Remove(subscriber) => {
+                if let Some(down) = self.fanout.forget(&subscriber) {
+                    return Followup::Unsubscribed(down);
+                }
+            }
             ForwarderCommand::Demand { subscriber, demand } => {
                 self.fanout.set_demand(&subscriber, demand);
             }
             ForwarderCommand::RequestKeyframe(subscriber) => {
-                return self.fanout.keyframe_lost(now, &subscriber);
+                if let Some(ssrc) = self.fanout.keyframe_lost(now, &subscriber) {
+                    return Followup::Keyframe(ssrc);
+                }
             }
         }
-        None
+        Followup::Done
     }
 
     /// The primary encoding of a RED payload, for subscribers that did not

@@ -197,6 +197,8 @@ struct OutStream {
     /// reports say, so that the subscriber plays it in step with the
     /// publisher's other tracks.
     clock: Option<MediaClock>,
+    /// The RTP time of the last sender report.
+    reported: Option<u32>,
     rtx: Option<RtxStream>,
 }
 
@@ -211,6 +213,7 @@ impl OutStream {
             octets: 0,
             last: None,
             clock: None,
+            reported: None,
         }
     }
 }
@@ -592,12 +595,24 @@ impl Outbound {
         Some(datagram)
     }
 
+    /// Lets go of stream `ssrc` (its history, counters and RTX stream):
+    /// the subscriber unsubscribed from its track. NACKs for it find
+    /// nothing from then on.
+    pub fn forget_stream(&mut self, ssrc: u32) {
+        self.streams.remove(&ssrc);
+    }
+
     /// What stream `ssrc`'s sender reports are to say from now on: the
     /// publisher's line from its RTP time to NTP time, moved into the
     /// stream's timestamps and onto Salon's clock (`clock.rs`); `None`
-    /// while that is not known. A stream not sent on yet is left alone.
+    /// while that is not known, which leaves the last one known: a
+    /// receiver fits a line to many reports, and two lines in turn would
+    /// throw it off (the one from sending times is off by the encoder's
+    /// delay). A stream not sent on yet is left alone.
     pub fn set_clock(&mut self, ssrc: u32, clock: Option<MediaClock>) {
-        if let Some(stream) = self.streams.get_mut(&ssrc) {
+        if let Some(stream) = self.streams.get_mut(&ssrc)
+            && clock.is_some()
+        {
             stream.clock = clock;
         }
     }
@@ -652,6 +667,17 @@ impl Outbound {
                     (idle.as_micros() * u128::from(stream.info.clock_rate) / 1_000_000) as u32,
                 ),
             };
+            // RTP time that went back since the last report (the line
+            // moved: the first report of the publisher's, a layer with a
+            // later one) is left unsaid, as LiveKit does, until time
+            // catches up: a receiver would take it for a clock gone wrong.
+            if stream
+                .reported
+                .is_some_and(|last| (rtp_time.wrapping_sub(last) as i32) < 0)
+            {
+                continue;
+            }
+            stream.reported = Some(rtp_time);
             reports.push((
                 stream.info.sender,
                 SenderReport {

@@ -176,14 +176,43 @@ fn with_the_publishers_clock_known_a_sender_report_follows_its_line_not_the_last
     assert_eq!(reports[0].1.ntp_time, ntp.0);
     assert_eq!(reports[0].1.rtp_time, 500_000 + 22_500);
 
-    // Unknown again (the subscriber's layer has no report yet): the
-    // packets' timing once more.
+    // Unknown again (the subscriber's layer has no report yet): the line
+    // stays, rather than the packets' timing in between.
     ob.set_clock(0xabc, None);
     let reports = ob.tick(t0 + Duration::from_millis(1000), wall);
-    assert_eq!(reports[0].1.rtp_time, 90_000 + 90_000);
+    assert_eq!(reports[0].1.rtp_time, 500_000 + 22_500);
+    // A line that puts now before the last report's RTP time: no report
+    // until time catches up.
+    ob.set_clock(
+        0xabc,
+        Some(clock.shifted(ntp_units(Duration::from_millis(100)), 0)),
+    );
+    assert!(ob.tick(t0 + Duration::from_millis(1000), wall).is_empty());
+    let later = wall + Duration::from_millis(200);
+    let reports = ob.tick(t0 + Duration::from_millis(1200), later);
+    assert_eq!(reports[0].1.rtp_time, 500_000 + 22_500 + 9_000);
     // A stream never sent on is not made up.
     ob.set_clock(0xdef, Some(clock));
-    assert_eq!(ob.tick(t0 + Duration::from_millis(1000), wall).len(), 1);
+    assert_eq!(ob.tick(t0 + Duration::from_millis(1200), later).len(), 1);
+}
+
+#[test]
+fn a_forgotten_stream_is_neither_resent_nor_reported() {
+    let mut pool = BufferPool::default();
+    let mut ob = outbound(3);
+    let t0 = Instant::now();
+    let payload = Bytes::from_static(b"payload");
+    ob.send(t0, info(), out(&payload, 1, 90_000), &mut pool)
+        .unwrap();
+    let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    assert_eq!(ob.tick(t0, wall).len(), 1);
+    ob.forget_stream(0xabc);
+    assert!(ob.resend(t0, 0xabc, 1, &mut pool).is_none());
+    assert!(ob.tick(t0, wall).is_empty());
+    // Sent on again (subscribed again with the same SSRC): a new stream.
+    ob.send(t0, info(), out(&payload, 2, 90_000), &mut pool)
+        .unwrap();
+    assert_eq!(ob.tick(t0, wall)[0].1.packet_count, 1);
 }
 
 #[test]

@@ -72,6 +72,11 @@ impl Demand {
     pub const DEFAULT: Demand = Demand::UpTo(Rank::HIGH);
 }
 
+/// How far, in seconds, the time between two layers' captures (by their
+/// sender reports) may be from the wall time between their packets for a
+/// switch to go by the reports.
+const CAPTURE_SLACK_SECONDS: i64 = 1;
+
 /// The layers of one track the publisher is sending right now.
 #[derive(Debug, Default, Clone)]
 pub struct LayerTable {
@@ -566,13 +571,17 @@ impl LayerRewriter {
                 // timestamps must stay on their line). Without reports, as
                 // much later as it is in wall time. At least one tick, so
                 // that the decoder sees a new frame.
+                let elapsed = now.saturating_duration_since(last);
+                let wall = (elapsed.as_micros() * u128::from(self.clock_rate) / 1_000_000)
+                    .min(u128::from(u32::MAX)) as i64;
+                // The reports are the publisher's to write: trusted as
+                // far as the wall clock allows (an encoder's delay is well
+                // under a second).
+                let slack = i64::from(self.clock_rate) * CAPTURE_SLACK_SECONDS;
                 let ticks = self
                     .captured_since_last(layers, ssrc, timestamp)
-                    .unwrap_or_else(|| {
-                        let elapsed = now.saturating_duration_since(last);
-                        (elapsed.as_micros() * u128::from(self.clock_rate) / 1_000_000)
-                            .min(u128::from(u32::MAX)) as i64
-                    })
+                    .filter(|captured| (captured - wall).abs() <= slack)
+                    .unwrap_or(wall)
                     .clamp(1, i64::from(u32::MAX / 2)) as u32;
                 let next_seq = self.last_out_seq.wrapping_add(1);
                 let next_ts = self.last_out_ts.wrapping_add(ticks);
@@ -607,11 +616,12 @@ impl LayerRewriter {
         ))
     }
 
-    /// The SSRC of the layer being forwarded and what is added to its
-    /// timestamps, if any is: what moves its sender reports into this
-    /// stream's timestamps.
+    /// The SSRC of the layer being forwarded (or last forwarded, while
+    /// paused) and what is added to its timestamps: what moves its sender
+    /// reports into this stream's timestamps. A pause keeps the line,
+    /// and a resume continues on it.
     pub fn timing(&self) -> Option<(u32, u32)> {
-        self.current.map(|c| (c.ssrc, c.ts_offset))
+        self.last_layer
     }
 }
 

@@ -163,6 +163,31 @@ fn with_the_layers_sender_reports_a_switch_keeps_the_publishers_timing() {
 }
 
 #[test]
+fn sender_reports_far_from_the_wall_clock_are_not_followed_at_a_switch() {
+    use crate::clock::{MediaClock, Ntp};
+    let t0 = Instant::now();
+    let mut s = Sub::new(Demand::DEFAULT);
+    s.feed(t0, &[(1, "q", 100, 1000, true)]);
+    s.feed(t0, &[(3, "f", 5000, 900_000, false)]);
+    // f's report would put its keyframe 10 s after q's last frame, as no
+    // encoder delays a frame: the publisher's reports disagree.
+    let ntp = Ntp(1 << 60);
+    let clock = |rtp| MediaClock {
+        ntp,
+        rtp,
+        rate: 90_000,
+    };
+    assert!(s.layers.set_clock(1, clock(1000)));
+    assert!(s.layers.set_clock(3, clock(900_000 - 900_000)));
+    let out = s.feed(
+        t0 + Duration::from_millis(200),
+        &[(3, "f", 5001, 906_000, true)],
+    );
+    // The wall clock's 200 ms: 18 000 ticks.
+    assert_eq!(out, vec![(101, 1000 + 18_000)]);
+}
+
+#[test]
 fn a_worse_layer_never_takes_over() {
     let mut s = Sub::new(Demand::DEFAULT);
     let out = s.feed(

@@ -9,7 +9,7 @@ use super::demux::Demux;
 use super::{ConnEvent, ConnId, ConnNotice, ConnRole, OpenConn, TrackKey, WorkerCommand};
 use crate::clock::{ClockOffset, Ntp};
 use crate::feedback::{FEEDBACK_SLOT, Feedback, RtcpTap};
-use crate::forwarder::{Forwarder, ForwarderCommand, ForwarderHandle};
+use crate::forwarder::{Followup, Forwarder, ForwarderCommand, ForwarderHandle};
 use crate::outbound::{BufferPool, OutPacket, Outbound, REPORT_INTERVAL, StreamInfo};
 use crate::red::Delivery;
 use crate::rewriter::{Budget, Rank};
@@ -557,8 +557,20 @@ impl WorkerCore {
         let Some(forwarder) = self.tracks.get_mut(&track) else {
             return;
         };
-        if let Some(ssrc) = forwarder.command(now, command) {
-            request_keyframe(&mut self.conns, &mut self.dirty, forwarder, now, ssrc);
+        match forwarder.command(now, command) {
+            Followup::Done => {}
+            Followup::Keyframe(ssrc) => {
+                request_keyframe(&mut self.conns, &mut self.dirty, forwarder, now, ssrc);
+            }
+            Followup::Unsubscribed(down) => {
+                if let Some(outbound) = self
+                    .conns
+                    .get_mut(&down.conn)
+                    .and_then(|c| c.outbound.as_mut())
+                {
+                    outbound.forget_stream(down.ssrc);
+                }
+            }
         }
     }
 
