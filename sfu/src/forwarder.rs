@@ -30,6 +30,9 @@ pub(crate) struct DownTrack {
     pub(crate) delivery: Delivery,
     /// Where retransmissions and padding go, if the subscriber accepted RTX.
     pub(crate) rtx: Option<crate::outbound::Rtx>,
+    /// Served first when the subscriber's estimate is divided (a screen
+    /// share; `Budget::divide`).
+    pub(crate) first: bool,
 }
 
 pub(crate) enum ForwarderCommand {

@@ -125,6 +125,8 @@ struct DownEntry {
     ssrc: u32,
     /// The RTX stream offered beside a video track's.
     rtx_ssrc: Option<u32>,
+    /// A screen share: served first from the subscriber's link.
+    first: bool,
     attached: bool,
 }
 
@@ -640,6 +642,7 @@ impl Session {
                 payload_type,
                 delivery,
                 rtx,
+                first: entry.first,
             }));
         }
         Ok(())
@@ -785,6 +788,7 @@ impl Session {
                         forwarder,
                         ssrc,
                         rtx_ssrc,
+                        first: track.source == lk::TrackSource::ScreenShare as i32,
                         attached: false,
                     },
                 );

@@ -116,22 +116,72 @@ impl Budget {
         }
     }
 
-    /// Divides the budget among tracks that want `wants` bits per second
-    /// each (`None`: not known, as much as it can get). A track that wants
-    /// less than an equal share gets what it wants, with some headroom,
-    /// and the rest is shared among the others the same way (water
-    /// filling): a thumbnail asking for a small layer leaves the room to
-    /// the large tile beside it, where equal shares would hold the large
-    /// one down for nothing.
-    pub fn divide(self, wants: &[Option<u64>]) -> Vec<Budget> {
-        let layers = water_fill(self.layers, wants);
-        let pause = water_fill(self.pause, wants);
+    /// Divides the budget among tracks that want `wants` (in bits per
+    /// second; `None`: not known, as much as it can get). A track that
+    /// wants less than an equal share gets what it wants, with some
+    /// headroom, and the rest is shared among the others the same way
+    /// (water filling): a thumbnail asking for a small layer leaves the
+    /// room to the large tile beside it, where equal shares would hold the
+    /// large one down for nothing. Tracks marked `first` (screen shares)
+    /// are served before all the others, as LiveKit serves them: a slide
+    /// too blurred to read costs a meeting more than a smaller face.
+    pub fn divide(self, wants: &[Want]) -> Vec<Budget> {
+        let layers = divide_first(self.layers, wants);
+        let pause = divide_first(self.pause, wants);
         layers
             .into_iter()
             .zip(pause)
             .map(|(layers, pause)| Budget { layers, pause })
             .collect()
     }
+}
+
+/// What one track asks of its subscriber's link (see `Budget::divide`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    /// The bitrate of the layer it asks for; `None` while not measured.
+    pub rate: Option<u64>,
+    /// Served before the others (a screen share).
+    pub first: bool,
+}
+
+impl Want {
+    pub fn of(rate: Option<u64>) -> Self {
+        Self { rate, first: false }
+    }
+}
+
+/// `total` shared among `wants`, in their order: first among the tracks
+/// served first whose rate is known (one whose rate is not would take it
+/// all, pausing the rest for a second or two), then what they leave among
+/// the others.
+fn divide_first(total: u64, wants: &[Want]) -> Vec<u64> {
+    let served_first = |w: &Want| w.first && w.rate.is_some();
+    let first: Vec<Option<u64>> = wants
+        .iter()
+        .filter(|w| served_first(w))
+        .map(|w| w.rate)
+        .collect();
+    let rest: Vec<Option<u64>> = wants
+        .iter()
+        .filter(|w| !served_first(w))
+        .map(|w| w.rate)
+        .collect();
+    let first_shares = water_fill(total, &first);
+    let left = total - first_shares.iter().sum::<u64>();
+    let mut first_shares = first_shares.into_iter();
+    let mut rest_shares = water_fill(left, &rest).into_iter();
+    wants
+        .iter()
+        .map(|w| {
+            if served_first(w) {
+                first_shares.next()
+            } else {
+                rest_shares.next()
+            }
+            .unwrap_or(0)
+        })
+        .collect()
 }
 
 /// A layer's bitrate moves from second to second: a track gets this much

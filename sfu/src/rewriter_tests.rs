@@ -354,17 +354,49 @@ fn a_budget_goes_first_to_what_small_tracks_ask_for_and_the_rest_to_the_others()
     // Two thumbnails asking for 100 kb/s get that and 15 % more; the
     // large tile and a track whose layers are not measured yet share the
     // rest.
-    let shares = budget.divide(&[Some(100_000), None, Some(2_000_000), Some(100_000)]);
+    let shares =
+        budget.divide(&[Some(100_000), None, Some(2_000_000), Some(100_000)].map(Want::of));
     let layers: Vec<u64> = shares.iter().map(|b| b.layers).collect();
     assert_eq!(layers, vec![115_000, 385_000, 385_000, 115_000]);
     let pause: Vec<u64> = shares.iter().map(|b| b.pause).collect();
     assert_eq!(pause, vec![115_000, 885_000, 885_000, 115_000]);
     // Everyone asking for more than an equal share: equal shares.
-    let even = Budget::uniform(900).divide(&[None, Some(5_000), Some(1_000)]);
+    let even = Budget::uniform(900).divide(&[None, Some(5_000), Some(1_000)].map(Want::of));
     assert!(even.iter().all(|b| b.layers == 300), "{even:?}");
     // A paused track takes nothing; nothing is lost to rounding.
-    let shares = Budget::uniform(1_000).divide(&[Some(0), None, None]);
+    let shares = Budget::uniform(1_000).divide(&[Some(0), None, None].map(Want::of));
     assert_eq!(shares.iter().map(|b| b.layers).sum::<u64>(), 1_000);
     assert_eq!(shares[0].layers, 0);
     assert!(Budget::uniform(1_000).divide(&[]).is_empty());
+}
+
+#[test]
+fn a_screen_share_is_served_before_the_cameras() {
+    let screen = |rate| Want {
+        rate: Some(rate),
+        first: true,
+    };
+    // A shared screen asking for 800 kb/s beside two cameras asking for
+    // 1 Mb/s each, on a 1 Mb/s link: the screen gets what it asks and 15 %
+    // more, the cameras share what is left.
+    let shares = Budget::uniform(1_000_000).divide(&[
+        Want::of(Some(1_000_000)),
+        screen(800_000),
+        Want::of(Some(1_000_000)),
+    ]);
+    let layers: Vec<u64> = shares.iter().map(|b| b.layers).collect();
+    assert_eq!(layers, vec![40_000, 920_000, 40_000]);
+    // Two screens wider than the link share it; the camera gets nothing.
+    let shares = Budget::uniform(1_000).divide(&[screen(900), Want::of(Some(10)), screen(900)]);
+    let layers: Vec<u64> = shares.iter().map(|b| b.layers).collect();
+    assert_eq!(layers, vec![500, 0, 500]);
+    // A screen whose layers are not measured yet is served with the rest,
+    // not given everything.
+    let unmeasured = Want {
+        rate: None,
+        first: true,
+    };
+    let shares = Budget::uniform(1_000).divide(&[unmeasured, Want::of(Some(100))]);
+    let layers: Vec<u64> = shares.iter().map(|b| b.layers).collect();
+    assert_eq!(layers, vec![885, 115]);
 }

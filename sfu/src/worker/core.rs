@@ -12,7 +12,7 @@ use crate::feedback::{FEEDBACK_SLOT, Feedback, RtcpTap};
 use crate::forwarder::{Followup, Forwarder, ForwarderCommand, ForwarderHandle};
 use crate::outbound::{BufferPool, OutPacket, Outbound, REPORT_INTERVAL, StreamInfo};
 use crate::red::Delivery;
-use crate::rewriter::{Budget, Rank};
+use crate::rewriter::{Budget, Rank, Want};
 use crate::srtp::KeyTap;
 use bytes::{Bytes, BytesMut};
 use rtc::ice::tcp_type::TcpType;
@@ -356,7 +356,7 @@ impl WorkerCore {
         }
         // Each limited subscriber's estimate, and what each of its video
         // tracks asks for.
-        type Wants = Vec<(TrackKey, Option<u64>)>;
+        type Wants = Vec<(TrackKey, Want)>;
         let mut wishes: HashMap<ConnId, (Budget, Wants)> = HashMap::new();
         for (&key, forwarder) in self.tracks.iter().filter(|(_, f)| f.video) {
             for (down, want) in forwarder.fanout.wants(now) {
@@ -369,13 +369,19 @@ impl WorkerCore {
                     let entry = wishes
                         .entry(down.conn)
                         .or_insert_with(|| (estimate, Vec::new()));
-                    entry.1.push((key, want));
+                    entry.1.push((
+                        key,
+                        Want {
+                            rate: want,
+                            first: down.first,
+                        },
+                    ));
                 }
             }
         }
         let mut shares: HashMap<(ConnId, TrackKey), Budget> = HashMap::new();
         for (&conn, (estimate, tracks)) in &wishes {
-            let wants: Vec<Option<u64>> = tracks.iter().map(|&(_, want)| want).collect();
+            let wants: Vec<Want> = tracks.iter().map(|&(_, want)| want).collect();
             tracing::debug!(
                 ?conn,
                 estimate = estimate.layers,
