@@ -21,6 +21,7 @@ mod room_task;
 pub mod sdp;
 pub mod speakers;
 pub mod srtp;
+pub mod trendline;
 pub mod twcc;
 pub mod vp8;
 mod worker;

@@ -9,6 +9,7 @@ use crate::clock::{MediaClock, Ntp};
 use crate::probe::{ProbeVerdict, Prober};
 use crate::rewriter::Budget;
 use crate::srtp::{Rollover, SrtpError, SrtpSender};
+use crate::trendline::{Trendline, Usage};
 use crate::twcc::SendLog;
 use bytes::{Bytes, BytesMut};
 use rtc::interceptor::{BandwidthEstimator, Gcc, convert_twcc};
@@ -52,6 +53,12 @@ const FEEDBACK_WAIT: Duration = Duration::from_secs(2);
 /// which lowers the estimate by steps, brings it down within seconds.
 const MAX_ESTIMATE: f64 = 30_000_000.0;
 const MIN_ESTIMATE: f64 = 50_000.0;
+/// An overused link's estimate becomes this share of what it delivered
+/// (libwebrtc's beta), ...
+const CUT_FACTOR: f64 = 0.85;
+/// ... at most this often: the feedback on packets sent after a cut takes
+/// about this long to show whether it was enough.
+const CUT_INTERVAL: Duration = Duration::from_millis(300);
 /// Loss over the last two seconds past which video pauses even with no
 /// queue building: with two packets in five lost, and their
 /// retransmissions with them, there is little picture left to save.
@@ -240,6 +247,15 @@ struct Congestion {
     heavy: bool,
     /// Seconds since the loss could last be told.
     unmeasured: u32,
+    /// The delay trend that finds a queue GCC's own check misses
+    /// (`trendline.rs`), and when the estimate was last cut for it.
+    trend: Trendline,
+    last_cut: Option<Instant>,
+    /// What the link delivered when a queue was last found: the estimate
+    /// stays under it until a probe finds more room. GCC, started afresh
+    /// under it, climbs some 8 % a second whatever the link, and would
+    /// move the video up into the same queue every few seconds.
+    capacity: Option<u64>,
 }
 
 impl Congestion {
@@ -296,6 +312,9 @@ impl Outbound {
                     loss: [(0, 0); 2],
                     heavy: false,
                     unmeasured: 0,
+                    trend: Trendline::default(),
+                    last_cut: None,
+                    capacity: None,
                 });
             }
         }
@@ -315,6 +334,28 @@ impl Outbound {
         cc.loss[0].1 += reports.len() as u32;
         cc.prober.observe(reports);
         cc.estimator.on_reports(now, reports);
+        // A queue building up: the estimate drops to a little under what
+        // the link delivered, as libwebrtc's does, so that the queue
+        // drains; GCC climbs again from there (it has no setter: it is
+        // started afresh, as after a probe), and stays under what was
+        // delivered until a probe finds room.
+        let usage = cc.trend.observe(reports);
+        if usage == Usage::Overusing {
+            cc.prober.stop_sending();
+        }
+        if usage == Usage::Overusing
+            && cc
+                .last_cut
+                .is_none_or(|at| now.saturating_duration_since(at) >= CUT_INTERVAL)
+            && let Some(delivered) = cc.trend.delivered_rate()
+        {
+            let cut = (delivered as f64 * CUT_FACTOR).max(MIN_ESTIMATE);
+            if cut < cc.estimator.target_bitrate() {
+                cc.estimator = Gcc::new(cut, MIN_ESTIMATE, MAX_ESTIMATE);
+                cc.last_cut = Some(now);
+                cc.capacity = Some(delivered);
+            }
+        }
     }
 
     /// Probes the link for `extra` bits per second more than it carries
@@ -343,6 +384,13 @@ impl Outbound {
         let Some(cc) = self.congestion.as_mut() else {
             return false;
         };
+        // A link whose queue was found at some rate is probed a quarter
+        // above it at most: a probe that overloads it by more fills its
+        // queue before the feedback stops it. A layer further up takes a
+        // probe per step.
+        let goal = cc
+            .capacity
+            .map_or(goal, |c| goal.min(c.saturating_mul(5) / 4));
         if cc
             .recent_loss_percent()
             .is_some_and(|loss| loss >= CLEAN_LOSS_PERCENT)
@@ -363,6 +411,8 @@ impl Outbound {
             && (rate as f64) > cc.estimator.target_bitrate()
         {
             cc.estimator = Gcc::new(rate as f64, MIN_ESTIMATE, MAX_ESTIMATE);
+            // The link carried more than the queue's rate: room found.
+            cc.capacity = cc.capacity.filter(|&c| c >= rate);
         }
         Some(verdict)
     }
@@ -455,7 +505,8 @@ impl Outbound {
     pub fn estimate(&self) -> Option<Budget> {
         let cc = self.congestion.as_ref()?;
         let estimator = &cc.estimator;
-        let target = estimator.target_bitrate();
+        let capacity = cc.capacity.map_or(f64::MAX, |c| c as f64);
+        let target = estimator.target_bitrate().min(capacity);
         if target >= MAX_ESTIMATE {
             return None;
         }
@@ -465,7 +516,7 @@ impl Outbound {
         let pause = if heavy {
             target
         } else {
-            estimator.delay_based_bitrate()
+            estimator.delay_based_bitrate().min(capacity)
         };
         Some(Budget {
             layers: target as u64,

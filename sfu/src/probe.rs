@@ -135,6 +135,8 @@ struct Probe {
     rate: u64,
     /// Extra bytes sent so far.
     sent: u64,
+    /// Stopped before its time: a queue built up.
+    stopped: bool,
     window: Window,
 }
 
@@ -171,6 +173,7 @@ impl Prober {
             start: now,
             rate,
             sent: 0,
+            stopped: false,
             window: Window::default(),
         });
         true
@@ -179,7 +182,16 @@ impl Prober {
     /// Whether a probe is sending now.
     pub fn is_sending(&self, now: Instant) -> bool {
         self.probe
-            .is_some_and(|p| now.saturating_duration_since(p.start) < PROBE_DURATION)
+            .is_some_and(|p| !p.stopped && now.saturating_duration_since(p.start) < PROBE_DURATION)
+    }
+
+    /// Stops a probe's padding at once: the link's queue is building
+    /// (`trendline.rs`), and the rest of the probe would only deepen it.
+    /// Its verdict is `Congested`.
+    pub fn stop_sending(&mut self) {
+        if let Some(p) = self.probe.as_mut() {
+            p.stopped = true;
+        }
     }
 
     /// Bytes the probe is behind on at `now`: send about this much more.
@@ -221,7 +233,12 @@ impl Prober {
             return None;
         }
         self.probe = None;
-        let verdict = p.window.verdict();
+        // Stopped for a queue building: that is the answer.
+        let verdict = if p.stopped {
+            ProbeVerdict::Congested
+        } else {
+            p.window.verdict()
+        };
         match verdict {
             ProbeVerdict::Carried(_) => {
                 self.backoff = FIRST_BACKOFF;
