@@ -9,7 +9,7 @@ use crate::clock::{MediaClock, Ntp};
 use crate::probe::{ProbeVerdict, Prober};
 use crate::rewriter::Budget;
 use crate::srtp::{Rollover, SrtpError, SrtpSender};
-use crate::trendline::{Trendline, Usage};
+use crate::trendline::Trendline;
 use crate::twcc::SendLog;
 use bytes::{Bytes, BytesMut};
 use rtc::interceptor::{BandwidthEstimator, Gcc, convert_twcc};
@@ -59,6 +59,11 @@ const CUT_FACTOR: f64 = 0.85;
 /// ... at most this often: the feedback on packets sent after a cut takes
 /// about this long to show whether it was enough.
 const CUT_INTERVAL: Duration = Duration::from_millis(300);
+/// The estimate is held under the rate a queue was found at until a probe
+/// carries more, or this long without a queue seen.
+const CAPACITY_HOLD: Duration = Duration::from_secs(30);
+/// The hold goes no lower than this (bits per second).
+const MIN_CAPACITY: u64 = 300_000;
 /// Loss over the last two seconds past which video pauses even with no
 /// queue building: with two packets in five lost, and their
 /// retransmissions with them, there is little picture left to save.
@@ -251,14 +256,23 @@ struct Congestion {
     /// (`trendline.rs`), and when the estimate was last cut for it.
     trend: Trendline,
     last_cut: Option<Instant>,
+    last_overuse: Option<Instant>,
     /// What the link delivered when a queue was last found: the estimate
-    /// stays under it until a probe finds more room. GCC, started afresh
-    /// under it, climbs some 8 % a second whatever the link, and would
-    /// move the video up into the same queue every few seconds.
+    /// stays under it until a probe finds more room, or for
+    /// `CAPACITY_HOLD` without a queue. GCC, started afresh under it,
+    /// climbs some 8 % a second whatever the link, and would move the
+    /// video up into the same queue every few seconds.
     capacity: Option<u64>,
 }
 
 impl Congestion {
+    /// GCC's target, under what the link delivered when a queue was last
+    /// found (see `capacity`).
+    fn limit(&self) -> f64 {
+        let target = self.estimator.target_bitrate();
+        self.capacity.map_or(target, |c| target.min(c as f64))
+    }
+
     /// Percent of the packets lost over the last two seconds, if enough
     /// were reported to tell.
     fn recent_loss_percent(&self) -> Option<u32> {
@@ -314,6 +328,7 @@ impl Outbound {
                     unmeasured: 0,
                     trend: Trendline::default(),
                     last_cut: None,
+                    last_overuse: None,
                     capacity: None,
                 });
             }
@@ -339,22 +354,37 @@ impl Outbound {
         // drains; GCC climbs again from there (it has no setter: it is
         // started afresh, as after a probe), and stays under what was
         // delivered until a probe finds room.
-        let usage = cc.trend.observe(reports);
-        if usage == Usage::Overusing {
+        let overuse = cc.trend.observe(reports);
+        if overuse {
             cc.prober.stop_sending();
+            cc.last_overuse = Some(now);
         }
-        if usage == Usage::Overusing
+        if overuse
             && cc
                 .last_cut
                 .is_none_or(|at| now.saturating_duration_since(at) >= CUT_INTERVAL)
             && let Some(delivered) = cc.trend.delivered_rate()
         {
             let cut = (delivered as f64 * CUT_FACTOR).max(MIN_ESTIMATE);
-            if cut < cc.estimator.target_bitrate() {
+            if cut < cc.limit() {
                 cc.estimator = Gcc::new(cut, MIN_ESTIMATE, MAX_ESTIMATE);
                 cc.last_cut = Some(now);
-                cc.capacity = Some(delivered);
+                // A queue found while sending little (a static screen,
+                // jitter taken for a queue) says little of the link's
+                // size: the hold goes no lower than a small video's.
+                cc.capacity = Some(delivered.max(MIN_CAPACITY));
             }
+        }
+        // The hold lapses when no queue was seen for a while; GCC goes on
+        // from it, not from wherever it climbed meanwhile.
+        if let Some(capacity) = cc.capacity
+            && cc
+                .last_overuse
+                .is_none_or(|at| now.saturating_duration_since(at) >= CAPACITY_HOLD)
+        {
+            let from = cc.estimator.target_bitrate().min(capacity as f64);
+            cc.estimator = Gcc::new(from, MIN_ESTIMATE, MAX_ESTIMATE);
+            cc.capacity = None;
         }
     }
 
@@ -391,6 +421,9 @@ impl Outbound {
         let goal = cc
             .capacity
             .map_or(goal, |c| goal.min(c.saturating_mul(5) / 4));
+        if goal <= base {
+            return false;
+        }
         if cc
             .recent_loss_percent()
             .is_some_and(|loss| loss >= CLEAN_LOSS_PERCENT)
@@ -408,7 +441,7 @@ impl Outbound {
         let cc = self.congestion.as_mut()?;
         let verdict = cc.prober.conclude(now)?;
         if let ProbeVerdict::Carried(rate) = verdict
-            && (rate as f64) > cc.estimator.target_bitrate()
+            && (rate as f64) > cc.limit()
         {
             cc.estimator = Gcc::new(rate as f64, MIN_ESTIMATE, MAX_ESTIMATE);
             // The link carried more than the queue's rate: room found.
@@ -506,7 +539,7 @@ impl Outbound {
         let cc = self.congestion.as_ref()?;
         let estimator = &cc.estimator;
         let capacity = cc.capacity.map_or(f64::MAX, |c| c as f64);
-        let target = estimator.target_bitrate().min(capacity);
+        let target = cc.limit();
         if target >= MAX_ESTIMATE {
             return None;
         }

@@ -49,6 +49,15 @@ const OVERUSE_TIME_MS: f64 = 10.0;
 const DELIVERY_WINDOW: Duration = Duration::from_millis(300);
 /// Fewer packets than this in the window say too little about the rate.
 const MIN_DELIVERED_PACKETS: usize = 10;
+/// A bound on the window's packets, whatever the peer reports.
+const MAX_DELIVERED_PACKETS: usize = 10_000;
+/// Packets arriving together after a queue let them go are one group for
+/// at most this long.
+const MAX_BURST: Duration = Duration::from_millis(100);
+/// Arrival times that move this much further than the send times (or go
+/// back) mean the receiver's clock jumped (its feedback's reference time
+/// wrapped, or the peer says so): everything learnt is forgotten.
+const CLOCK_JUMP: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usage {
@@ -61,8 +70,20 @@ pub enum Usage {
 struct Group {
     first_sent: Instant,
     last_sent: Instant,
+    first_arrived: Duration,
     /// The latest arrival in the group, on the receiver's clock.
     arrived: Duration,
+}
+
+impl Group {
+    fn of(sent: Instant, arrived: Duration) -> Self {
+        Self {
+            first_sent: sent,
+            last_sent: sent,
+            first_arrived: arrived,
+            arrived,
+        }
+    }
 }
 
 /// One subscriber connection's delay trend.
@@ -82,6 +103,8 @@ pub struct Trendline {
     over_count: u32,
     last_trend: f64,
     usage: Usage,
+    /// Whether an overuse was found in the reports `observe` last took.
+    found: bool,
     /// Arrived packets in the delivery window: arrival, bytes.
     delivered: VecDeque<(Duration, usize)>,
 }
@@ -102,6 +125,7 @@ impl Default for Trendline {
             over_count: 0,
             last_trend: 0.0,
             usage: Usage::Normal,
+            found: false,
             delivered: VecDeque::new(),
         }
     }
@@ -121,8 +145,10 @@ fn ms_between(a: Instant, b: Instant) -> f64 {
 
 impl Trendline {
     /// Takes the reports of one transport-wide feedback, in send order;
-    /// returns how the link is used after them.
-    pub fn observe(&mut self, reports: &[PacketReport]) -> Usage {
+    /// returns whether they showed an overuse (a queue building up) afresh.
+    /// `usage` says how the link is used after them.
+    pub fn observe(&mut self, reports: &[PacketReport]) -> bool {
+        self.found = false;
         for report in reports {
             let Some(arrived) = report.arrival else {
                 continue;
@@ -130,7 +156,7 @@ impl Trendline {
             self.note_delivery(arrived, report.size);
             self.add(report.departure, arrived);
         }
-        self.usage
+        self.found
     }
 
     pub fn usage(&self) -> Usage {
@@ -152,6 +178,12 @@ impl Trendline {
     }
 
     fn note_delivery(&mut self, arrived: Duration, size: usize) {
+        if self.delivered.back().is_some_and(|&(last, _)| {
+            arrived < last || self.delivered.len() >= MAX_DELIVERED_PACKETS
+        }) {
+            // The receiver's clock went back (or a peer floods): start over.
+            self.delivered.clear();
+        }
         self.delivered.push_back((arrived, size));
         while self
             .delivered
@@ -164,22 +196,31 @@ impl Trendline {
 
     fn add(&mut self, sent: Instant, arrived: Duration) {
         let Some(group) = self.current.as_mut() else {
-            self.current = Some(Group {
-                first_sent: sent,
-                last_sent: sent,
-                arrived,
-            });
+            self.current = Some(Group::of(sent, arrived));
             return;
         };
         if sent < group.first_sent {
             // Sent before the group began: reordered, and of a group done with.
             return;
         }
+        let sent_since = sent.saturating_duration_since(group.last_sent);
+        if arrived + CLOCK_JUMP < group.arrived || arrived > group.arrived + sent_since + CLOCK_JUMP
+        {
+            *self = Self {
+                current: Some(Group::of(sent, arrived)),
+                delivered: std::mem::take(&mut self.delivered),
+                ..Self::default()
+            };
+            return;
+        }
         let same_group = sent.saturating_duration_since(group.first_sent) <= GROUP_SPAN;
         let burst = {
             let arrival_delta = arrived.saturating_sub(group.arrived);
             let propagation = ms(arrival_delta) - ms_between(sent, group.last_sent);
-            arrived >= group.arrived && arrival_delta <= BURST_SPAN && propagation < 0.0
+            arrived >= group.arrived
+                && arrival_delta <= BURST_SPAN
+                && propagation < 0.0
+                && arrived.saturating_sub(group.first_arrived) < MAX_BURST
         };
         if same_group || burst {
             group.last_sent = group.last_sent.max(sent);
@@ -187,11 +228,7 @@ impl Trendline {
             return;
         }
         let done = *group;
-        *group = Group {
-            first_sent: sent,
-            last_sent: sent,
-            arrived,
-        };
+        *group = Group::of(sent, arrived);
         if let Some(previous) = self.previous.replace(done) {
             let send_delta = ms_between(done.last_sent, previous.last_sent);
             let arrival_delta = ms(done.arrived) - ms(previous.arrived);
@@ -229,6 +266,7 @@ impl Trendline {
                 self.over_ms = Some(0.0);
                 self.over_count = 0;
                 self.usage = Usage::Overusing;
+                self.found = true;
             }
         } else {
             self.over_ms = None;

@@ -4,10 +4,25 @@
 use super::*;
 use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 
+/// How far ahead of the sender's clock the receiver's reads at send time
+/// `sent`: 12 days for the first 3 s of every simulation, then nothing (its
+/// 24-bit feedback reference time wrapped) in `a_jump_...`, where it is set.
+fn receiver_clock(sent: Duration) -> Duration {
+    JUMP.with(|jump| match jump.get() {
+        Some(at) if sent < at => Duration::from_secs(12 * 24 * 3600),
+        _ => Duration::ZERO,
+    })
+}
+
+thread_local! {
+    static JUMP: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
+}
+
 /// Sends `seconds` of video at `send_kbps` through a link of `link_kbps`
 /// (with 20 ms of propagation), 1200-byte packets, each frame's packets
 /// leaving together; feeds the reports to `trend` a feedback every 100 ms
-/// and returns the usage after each, with the queue's delay then.
+/// and returns the usage after each, with the queue's delay then. The
+/// receiver's clock reads `RECEIVER_CLOCK` ahead of the sender's.
 fn run(
     trend: &mut Trendline,
     t0: Instant,
@@ -32,7 +47,7 @@ fn run(
             // The link serves packets in turn at its rate.
             let start = (*link_free_at).max(sent);
             *link_free_at = start + per_packet;
-            let arrival = *link_free_at + Duration::from_millis(20);
+            let arrival = *link_free_at + Duration::from_millis(20) + receiver_clock(sent);
             pending.push(PacketReport {
                 ssrc: 1,
                 id: 0,
@@ -47,7 +62,8 @@ fn run(
             });
         }
         if sent >= next_feedback {
-            let usage = trend.observe(&pending);
+            trend.observe(&pending);
+            let usage = trend.usage();
             let queue = link_free_at.saturating_sub(sent);
             out.push((sent, usage, queue));
             pending.clear();
@@ -131,6 +147,39 @@ fn lost_and_reordered_reports_do_not_confuse_it() {
         let sent = if i % 7 == 3 { i * 33 - 40 } else { i * 33 };
         reports.push(report(sent, (i % 5 != 0).then_some(i * 33 + 20)));
     }
-    assert_ne!(trend.observe(&reports), Usage::Overusing);
-    assert!(trend.observe(&[]) != Usage::Overusing);
+    assert!(!trend.observe(&reports));
+    assert_ne!(trend.usage(), Usage::Overusing);
+    assert!(!trend.observe(&[]));
+}
+
+#[test]
+fn a_jump_of_the_receivers_clock_starts_it_over() {
+    JUMP.with(|jump| jump.set(Some(Duration::from_secs(3))));
+    let mut trend = Trendline::default();
+    let mut free = Duration::ZERO;
+    let t0 = Instant::now();
+    // Overused: a 400 kb/s link sent 800 kb/s.
+    run(&mut trend, t0, Duration::ZERO, 3, 800, 400, &mut free);
+    assert_eq!(trend.usage(), Usage::Overusing);
+    // The receiver's clock goes back 12 days, as its feedback's 24-bit
+    // reference time wraps, and the link is wide: no overuse from that, a
+    // rate again once enough packets arrived, and no growth without bound.
+    let mut wide = Duration::from_secs(3);
+    let out = run(
+        &mut trend,
+        t0,
+        Duration::from_secs(3),
+        5,
+        300,
+        2000,
+        &mut wide,
+    );
+    JUMP.with(|jump| jump.set(None));
+    assert!(
+        out.iter().all(|&(_, u, _)| u != Usage::Overusing),
+        "{out:?}"
+    );
+    let delivered = trend.delivered_rate().expect("a rate");
+    assert!((200_000..400_000).contains(&delivered), "{delivered}");
+    assert!(trend.delivered.len() < 1000);
 }

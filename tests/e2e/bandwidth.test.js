@@ -6,28 +6,13 @@
 // the small layer for as long as the loss lasts (random loss is no reason
 // to pause the video), and the large layer back once the link is fine
 // again, after Salon probed the link for the room it needs.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startSdkFixture } from './lib/sdk.js';
 import { waitForMediaFrom } from './lib/browser.js';
 import { lossTable } from './lib/netloss.js';
-import { BANDWIDTH_LOG, HD_PUBLISHER, lastEstimate, probeVerdicts, publisherLayers, sleep } from './lib/bandwidth.js';
+import { bandwidthFixture, HD_PUBLISHER, lastEstimate, probeVerdicts, publisherLayers, sleep } from './lib/bandwidth.js';
 
-let fx;
-let loss;
-
-before(async () => {
-  // No nftables (or no right to use it) is a failure, not a skip.
-  loss = lossTable();
-  // Salon logs each subscriber's estimate once a second at debug level;
-  // printed beside the browser's numbers, it tells why a layer changed.
-  fx = await startSdkFixture({ salonEnv: { RUST_LOG: BANDWIDTH_LOG } });
-});
-
-after(async () => {
-  loss?.remove();
-  await fx?.close();
-});
+const shared = bandwidthFixture(lossTable);
 
 /// Share of Salon's datagrams to the viewer dropped while the link is bad:
 /// well above the 10 % up to which GCC holds its estimate, so that the
@@ -84,10 +69,10 @@ async function viewerVideo(page) {
 }
 
 test('a subscriber whose downlink degrades gets a smaller layer, and the large one back once it recovers', async () => {
-  const pub = await fx.joinWithSdk('pat', 'bandwidth-room', {}, HD_PUBLISHER);
+  const pub = await shared.fx.joinWithSdk('pat', 'bandwidth-room', {}, HD_PUBLISHER);
   // Adaptive stream off: the viewer asks for the best layer whatever its
   // element's size, and never changes its mind on its own.
-  const viewer = await fx.joinWithSdk('vic', 'bandwidth-room', {}, { adaptiveStream: false }, false);
+  const viewer = await shared.fx.joinWithSdk('vic', 'bandwidth-room', {}, { adaptiveStream: false }, false);
   await waitForMediaFrom(viewer, 'pat');
   await viewer.evaluate(() => {
     window.streamStates = [];
@@ -114,7 +99,7 @@ test('a subscriber whose downlink degrades gets a smaller layer, and the large o
     const [v, p] = await Promise.all([viewerVideo(viewer), publisherLayers(pub)]);
     const prev = samples.at(-1);
     const ms = prev ? v.now - prev.now : 0;
-    const s = { t: (v.now - t0) / 1000, phase, ...v, publisher: p, estimate: lastEstimate(fx.salon) };
+    const s = { t: (v.now - t0) / 1000, phase, ...v, publisher: p, estimate: lastEstimate(shared.fx.salon) };
     samples.push(s);
     const rate = (now, then) => (then !== undefined && ms ? Math.round((8 * (now - then)) / ms) : '-');
     const layers = Object.entries(p)
@@ -167,7 +152,7 @@ test('a subscriber whose downlink degrades gets a smaller layer, and the large o
   let dropped;
   let qualityDuring;
   try {
-    loss.drop(before.ports.remote, before.ports.local, LOSS_PERCENT);
+    shared.net.drop(before.ports.remote, before.ports.local, LOSS_PERCENT);
     // One reading is enough (a frame that small was decoded).
     during = await waitFor('loss', 'a smaller layer under loss', (s) => s.width > 0 && s.width <= 320, 20000, 1);
     // Still under loss: whether the viewer's SDK asked for less.
@@ -176,9 +161,9 @@ test('a subscriber whose downlink degrades gets a smaller layer, and the large o
       await sleep(1000);
       await sample('loss');
     }
-    dropped = loss.dropped();
+    dropped = shared.net.dropped();
   } finally {
-    loss.clear();
+    shared.net.clear();
   }
   const clearedAt = Date.now();
   const recovered = await waitFor('recovery', 'the large layer back', (s) => s.width >= before.width, 60000);
@@ -192,7 +177,7 @@ test('a subscriber whose downlink degrades gets a smaller layer, and the large o
   const endOfLoss = held.at(-1);
   const clearAgain = samples[samples.indexOf(endOfLoss) + 1];
   const streamStates = await viewer.evaluate(() => window.streamStates);
-  const probes = probeVerdicts(fx.salon).map((p) => ({ ...p, t: Number(((p.at - t0) / 1000).toFixed(1)) }));
+  const probes = probeVerdicts(shared.fx.salon).map((p) => ({ ...p, t: Number(((p.at - t0) / 1000).toFixed(1)) }));
   const recoveredAt = t0 + recovered.t * 1000;
   const probesInRecovery = probes.filter((p) => p.at >= clearedAt && p.at <= recoveredAt);
 

@@ -9,28 +9,13 @@
 // two seconds) pauses the video even with no queue building; once it
 // stops, nothing says the link is short of room, and the video resumes
 // while the estimate is still at its floor (probes then raise it).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startSdkFixture } from './lib/sdk.js';
 import { waitForMediaFrom } from './lib/browser.js';
 import { lossTable } from './lib/netloss.js';
-import { BANDWIDTH_LOG, HD_PUBLISHER, lastEstimate, publisherLayers, salonLog, sleep } from './lib/bandwidth.js';
+import { bandwidthFixture, HD_PUBLISHER, lastEstimate, publisherLayers, salonLog, sleep } from './lib/bandwidth.js';
 
-let fx;
-let loss;
-
-before(async () => {
-  // No nftables (or no right to use it) is a failure, not a skip.
-  loss = lossTable();
-  // Salon logs each subscriber's estimate once a second, and each stream
-  // state it sends, at debug level.
-  fx = await startSdkFixture({ salonEnv: { RUST_LOG: BANDWIDTH_LOG } });
-});
-
-after(async () => {
-  loss?.remove();
-  await fx?.close();
-});
+const shared = bandwidthFixture(lossTable);
 
 /// Share of Salon's datagrams to the viewer dropped while the link is bad.
 /// Above 10 % loss GCC's estimate keeps falling as long as the loss lasts,
@@ -89,7 +74,7 @@ function salonStreamStates() {
   let estimate;
   let pause;
   const out = [];
-  for (const line of salonLog(fx.salon)) {
+  for (const line of salonLog(shared.fx.salon)) {
     const e = line.match(/a subscriber's bandwidth estimate.*estimate=(\d+) pause=(\d+)/);
     if (e) [estimate, pause] = [Number(e[1]), Number(e[2])];
     const m = line.match(/^(\S+) .*stream state .*state=(\w+)/);
@@ -99,10 +84,10 @@ function salonStreamStates() {
 }
 
 test("when a viewer's link cannot carry even the smallest video, its video pauses with a StreamStateUpdate, the sound goes on, and the video comes back", async () => {
-  const pub = await fx.joinWithSdk('pat', 'streamstate-room', {}, HD_PUBLISHER);
+  const pub = await shared.fx.joinWithSdk('pat', 'streamstate-room', {}, HD_PUBLISHER);
   // Adaptive stream off: the viewer asks for the best layer whatever its
   // element's size; what it gets is Salon's choice for its link alone.
-  const viewer = await fx.joinWithSdk('vic', 'streamstate-room', {}, { adaptiveStream: false }, false);
+  const viewer = await shared.fx.joinWithSdk('vic', 'streamstate-room', {}, { adaptiveStream: false }, false);
   // Every stream state change the viewer's client hears of, with its time.
   await viewer.evaluate(() => {
     window.streamStates = [];
@@ -124,7 +109,7 @@ test("when a viewer's link cannot carry even the smallest video, its video pause
   const sample = async (phase) => {
     const [v, p] = await Promise.all([viewerStats(viewer), publisherLayers(pub)]);
     const prev = samples.at(-1);
-    const s = { t: (v.now - t0) / 1000, phase, ...v, publisher: p, estimate: lastEstimate(fx.salon) };
+    const s = { t: (v.now - t0) / 1000, phase, ...v, publisher: p, estimate: lastEstimate(shared.fx.salon) };
     samples.push(s);
     const grew = (key) => (prev ? `+${s[key] - prev[key]}` : '');
     const ms = prev ? v.now - prev.now : 0;
@@ -181,7 +166,7 @@ test("when a viewer's link cannot carry even the smallest video, its video pause
   let dropped;
   let lossStop;
   try {
-    loss.drop(before.ports.remote, before.ports.local, LOSS_PERCENT);
+    shared.net.drop(before.ports.remote, before.ports.local, LOSS_PERCENT);
     paused = await waitFor('loss', 'the video paused under loss', (s) => s.state === 'paused', 30000);
     // Still under loss, a few seconds of pause. The first second after the
     // pause may still bring retransmissions of earlier packets (the
@@ -190,9 +175,9 @@ test("when a viewer's link cannot carry even the smallest video, its video pause
       await sleep(1000);
       await sample('paused');
     }
-    dropped = loss.dropped();
+    dropped = shared.net.dropped();
   } finally {
-    loss.clear();
+    shared.net.clear();
     lossStop = samples.at(-1);
   }
   const pausedEnd = samples.at(-1);

@@ -1,6 +1,10 @@
-// What the bandwidth tests share: a publisher whose camera makes three
-// simulcast layers worth choosing between, what it sends on each, and the
-// estimates Salon logs (at debug level) when it fits layers to links.
+// What the bandwidth tests share: salon with its bandwidth log beside a
+// network of the test's own (packet loss, a shaped link), a publisher
+// whose camera makes three simulcast layers worth choosing between, what
+// it sends on each, and the estimates Salon logs (at debug level) when it
+// fits layers to links.
+import { before, after } from 'node:test';
+import { startSdkFixture } from './sdk.js';
 
 /// A 1280×720 camera, sent as livekit-client's three simulcast layers.
 export const HD_PUBLISHER = {
@@ -56,4 +60,22 @@ export function probeVerdicts(salon) {
       const m = line.match(/verdict=(\w+)(?:\((\d+)\))?/);
       return { at: Date.parse(line.slice(0, line.indexOf('Z') + 1)), verdict: m[1], bps: m[2] ? Number(m[2]) : undefined };
     });
+}
+
+/// Registers the file's before and after hooks: `network()` (a loss table,
+/// a shaper: anything with `remove()`) made first, so that lacking the
+/// tool or the right to use it is a failure, not a skip; then salon,
+/// logging each subscriber's estimate once a second and each stream state
+/// it sends. Returns where the tests find both once they run: `fx`, `net`.
+export function bandwidthFixture(network) {
+  const shared = {};
+  before(async () => {
+    shared.net = network();
+    shared.fx = await startSdkFixture({ salonEnv: { RUST_LOG: BANDWIDTH_LOG } });
+  });
+  after(async () => {
+    shared.net?.remove();
+    await shared.fx?.close();
+  });
+  return shared;
 }

@@ -17,14 +17,24 @@ function tc(...args) {
 }
 
 /// Takes over loopback's root queueing discipline until `remove()`; none
-/// may be there already (loopback has none by default).
+/// may be there already (loopback has none by default), but this one's
+/// own, left by a run that was killed.
 export function loopbackShaper() {
-  const shown = tc('qdisc', 'show', 'dev', 'lo');
+  let shown = tc('qdisc', 'show', 'dev', 'lo');
+  if (/^qdisc htb 1: root .*default 0x1 /m.test(shown)) {
+    tc('qdisc', 'del', 'dev', 'lo', 'root');
+    shown = tc('qdisc', 'show', 'dev', 'lo');
+  }
   if (!/^qdisc noqueue /m.test(shown)) {
     throw new Error(`loopback already has a queueing discipline (another test's?): ${shown}`);
   }
   tc('qdisc', 'add', 'dev', 'lo', 'root', 'handle', '1:', 'htb', 'default', '1');
-  tc('class', 'add', 'dev', 'lo', 'parent', '1:', 'classid', '1:1', 'htb', 'rate', '100gbit');
+  try {
+    tc('class', 'add', 'dev', 'lo', 'parent', '1:', 'classid', '1:1', 'htb', 'rate', '100gbit');
+  } catch (err) {
+    tc('qdisc', 'del', 'dev', 'lo', 'root');
+    throw err;
+  }
   let limited = false;
   return {
     /// Datagrams from port `from` to port `to` go at `kbps` kilobits a
