@@ -89,8 +89,13 @@ static PADDING: [u8; PADDING_LEN] = {
     padding[PADDING_LEN - 1] = PADDING_LEN as u8;
     padding
 };
-/// Most padding packets a probe sends at once.
-const MAX_PADDING_PACKETS: u16 = 32;
+/// Most bytes a probe sends at once (in its 10 ms pacing steps).
+const MAX_PROBE_BURST: u64 = 32 * 1200;
+/// A probe resends media at least this large (payload bytes); smaller
+/// packets would make a probe of many packets again.
+const MIN_PROBE_PAYLOAD: usize = 500;
+/// How far back a probe looks for media to resend, in packets.
+const PROBE_REACH: u16 = 128;
 
 /// Datagram buffers, reused once the shell has sent them.
 #[derive(Default)]
@@ -204,6 +209,10 @@ struct OutStream {
     /// The last timestamp sent and when: sender reports extrapolate from
     /// it while `clock` is not known.
     last: Option<(u32, Instant)>,
+    /// The highest sequence number sent, and where a probe resending
+    /// recent media goes on from (it walks back from the newest).
+    last_sequence: Option<u16>,
+    probe_cursor: Option<u16>,
     /// The publisher's line from RTP time to NTP time, in this stream's
     /// timestamps and on Salon's clock (`clock.rs`): what its sender
     /// reports say, so that the subscriber plays it in step with the
@@ -224,6 +233,8 @@ impl OutStream {
             packets: 0,
             octets: 0,
             last: None,
+            last_sequence: None,
+            probe_cursor: None,
             clock: None,
             reported: None,
         }
@@ -459,12 +470,11 @@ impl Outbound {
     }
 
     /// Whether a probe is behind, and if so on which video stream's RTX
-    /// stream it should send how many padding packets now (the stream that
-    /// sent last). Only RTX carries padding: there it takes no sequence
-    /// numbers from the media, fits between any two packets, and a lost
-    /// one leaves no gap a decoder waits on. A subscriber without RTX is
-    /// not probed.
-    pub fn padding_due(&self, now: Instant) -> Option<(u32, u16)> {
+    /// stream it should send how many bytes now (the stream that sent
+    /// last). Only RTX carries probes: there they take no sequence numbers
+    /// from the media, fit between any two packets, and a lost one leaves
+    /// no gap a decoder waits on. A subscriber without RTX is not probed.
+    pub fn padding_due(&self, now: Instant) -> Option<(u32, u64)> {
         let due = self.congestion.as_ref()?.prober.due(now);
         if due == 0 {
             return None;
@@ -474,60 +484,109 @@ impl Outbound {
             .iter()
             .filter(|(_, s)| s.info.clock_rate == VIDEO_CLOCK_RATE && s.rtx.is_some())
             .max_by_key(|(_, s)| s.last.map(|(_, at)| at))?;
-        let count = due
-            .div_ceil(PADDING_LEN as u64)
-            .min(u64::from(MAX_PADDING_PACKETS)) as u16;
-        Some((ssrc, count))
+        Some((ssrc, due.min(MAX_PROBE_BURST)))
     }
 
-    /// `count` padding-only packets on the RTX stream of stream `ssrc`,
-    /// each handed to `out`, with the timestamp of the media's last
-    /// packet. They carry transport-wide numbers, so the feedback tells how
-    /// the link took them; they are kept for neither NACKs nor reports.
+    /// About `bytes` of probe on the RTX stream of stream `ssrc`, each
+    /// packet handed to `out`: the stream's recent media again, newest
+    /// first, as libwebrtc probes (a packet of some 1000 bytes, where a
+    /// padding-only packet carries 255 at most, so that a link whose queue
+    /// counts packets fills a quarter as fast, and the kernel sends a
+    /// quarter as many datagrams); padding-only packets, with the
+    /// timestamp of the media's last packet, when no recent packet is
+    /// large enough. They carry transport-wide numbers, so the feedback
+    /// tells how the link took them; they are kept for neither NACKs nor
+    /// reports. The receiver drops the copies as duplicates.
     pub fn pad(
         &mut self,
         now: Instant,
         ssrc: u32,
-        count: u16,
+        bytes: u64,
         pool: &mut BufferPool,
         mut out: impl FnMut(BytesMut),
     ) {
-        let Some(stream) = self.streams.get_mut(&ssrc) else {
-            return;
-        };
-        let timestamp = stream.last.map_or(0, |(ts, _)| ts);
-        let Some(rtx) = stream.rtx.as_mut() else {
-            return;
-        };
-        let padding = Bytes::from_static(&PADDING);
-        for _ in 0..count {
-            let (sequence, roc) = rtx.take();
-            let packet = OutPacket {
-                ssrc: rtx.rtx.ssrc,
-                payload_type: rtx.rtx.payload_type,
-                sequence,
-                timestamp,
-                marker: false,
-                payload: &padding,
-                vp8: None,
+        let mut left = bytes;
+        while left > 0 {
+            let datagram = match self.probe_packet(ssrc) {
+                Some(sequence) => self.write_again(now, ssrc, sequence, pool),
+                None => self.padding_packet(now, ssrc, pool),
             };
-            let Ok(datagram) = write(
-                now,
-                &mut self.srtp,
-                pool,
-                packet,
-                roc,
-                self.congestion.as_mut(),
-                Body::Padding,
-            ) else {
+            let Some(datagram) = datagram else {
                 return;
             };
-            self.sent.1 += datagram.len() as u64;
+            left = left.saturating_sub(datagram.len() as u64);
             if let Some(cc) = self.congestion.as_mut() {
                 cc.prober.sent(datagram.len());
             }
             out(datagram);
         }
+    }
+
+    /// The next recent packet of stream `ssrc` worth resending as a probe,
+    /// walking back from the newest, and from the newest again once
+    /// `PROBE_REACH` packets back.
+    fn probe_packet(&mut self, ssrc: u32) -> Option<u16> {
+        let stream = self.streams.get_mut(&ssrc)?;
+        // Without RTX a resend would go on the media stream: no probe.
+        stream.rtx.as_ref()?;
+        let newest = stream.last_sequence?;
+        let mut sequence = stream
+            .probe_cursor
+            .filter(|&c| newest.wrapping_sub(c) < PROBE_REACH)
+            .unwrap_or(newest);
+        for _ in 0..PROBE_REACH {
+            let candidate = sequence;
+            sequence = sequence.wrapping_sub(1);
+            let large = stream
+                .history
+                .get(candidate as usize % HISTORY)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.sequence == candidate && s.payload.len() >= MIN_PROBE_PAYLOAD);
+            if large {
+                stream.probe_cursor = Some(sequence);
+                return Some(candidate);
+            }
+            if newest.wrapping_sub(sequence) >= PROBE_REACH {
+                break;
+            }
+        }
+        stream.probe_cursor = None;
+        None
+    }
+
+    /// A padding-only packet on the RTX stream of stream `ssrc`.
+    fn padding_packet(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        pool: &mut BufferPool,
+    ) -> Option<BytesMut> {
+        let stream = self.streams.get_mut(&ssrc)?;
+        let timestamp = stream.last.map_or(0, |(ts, _)| ts);
+        let rtx = stream.rtx.as_mut()?;
+        let (sequence, roc) = rtx.take();
+        let padding = Bytes::from_static(&PADDING);
+        let packet = OutPacket {
+            ssrc: rtx.rtx.ssrc,
+            payload_type: rtx.rtx.payload_type,
+            sequence,
+            timestamp,
+            marker: false,
+            payload: &padding,
+            vp8: None,
+        };
+        let datagram = write(
+            now,
+            &mut self.srtp,
+            pool,
+            packet,
+            roc,
+            self.congestion.as_mut(),
+            Body::Padding,
+        )
+        .ok()?;
+        self.sent.1 += datagram.len() as u64;
+        Some(datagram)
     }
 
     /// What the subscriber's link carries, in bits per second, if it
@@ -592,6 +651,12 @@ impl Outbound {
         stream.packets = stream.packets.wrapping_add(1);
         stream.octets = stream.octets.wrapping_add(packet.payload.len() as u32);
         stream.last = Some((packet.timestamp, now));
+        if stream
+            .last_sequence
+            .is_none_or(|last| (packet.sequence.wrapping_sub(last) as i16) > 0)
+        {
+            stream.last_sequence = Some(packet.sequence);
+        }
         let datagram = write(
             now,
             &mut self.srtp,

@@ -586,11 +586,11 @@ impl Downlink {
                 self.deliver(datagram);
             }
             if self.ms.is_multiple_of(10)
-                && let Some((ssrc, count)) = self.ob.padding_due(self.now())
+                && let Some((ssrc, bytes)) = self.ob.padding_due(self.now())
             {
                 let mut padding = Vec::new();
                 let (now, pool) = (self.now(), &mut self.pool);
-                self.ob.pad(now, ssrc, count, pool, |d| padding.push(d));
+                self.ob.pad(now, ssrc, bytes, pool, |d| padding.push(d));
                 for datagram in padding {
                     self.padded += datagram.len();
                     self.deliver(datagram);
@@ -791,6 +791,7 @@ fn with_rtx_probe_padding_goes_on_the_rtx_stream_at_any_point() {
     let mut ob = outbound(11);
     ob.set_transport_cc(Some(3));
     let t0 = Instant::now();
+    // Too small to be worth resending as a probe.
     let payload = Bytes::from_static(b"the middle of a frame");
     let mut packet = out(&payload, 7, 3000);
     packet.marker = false;
@@ -803,13 +804,14 @@ fn with_rtx_probe_padding_goes_on_the_rtx_stream_at_any_point() {
         .start(t0, 0, 1_000_000);
     let later = t0 + Duration::from_millis(20);
     // Mid-frame: RTX takes no numbers from the media stream.
-    let (ssrc, count) = ob.padding_due(later).expect("padding due");
+    let (ssrc, bytes) = ob.padding_due(later).expect("padding due");
     assert_eq!(ssrc, 0xabc);
-    // 1.2 Mb/s for 20 ms: 3 kB, 255 bytes a packet.
-    assert_eq!(count, 12);
+    // 1.2 Mb/s for 20 ms: 3 kB, in padding-only packets.
+    assert_eq!(bytes, 3000);
     let mut sent = Vec::new();
-    ob.pad(later, ssrc, count, &mut pool, |d| sent.push(d));
-    assert_eq!(sent.len(), usize::from(count));
+    ob.pad(later, ssrc, bytes, &mut pool, |d| sent.push(d));
+    let total: usize = sent.iter().map(|d| d.len()).sum();
+    assert!((3000..3000 + 300).contains(&total), "{total} bytes");
     let mut rx = receiver(11);
     for datagram in &sent {
         let plain = rx.decrypt_rtp(datagram).unwrap();
@@ -822,6 +824,53 @@ fn with_rtx_probe_padding_goes_on_the_rtx_stream_at_any_point() {
     }
     // Not kept for NACKs: the history still answers for the media only.
     assert!(ob.resend(later, 0xabc, 7, &mut pool).is_some());
+}
+
+#[test]
+fn with_rtx_a_probe_resends_recent_media_newest_first() {
+    let mut pool = BufferPool::default();
+    let mut ob = outbound(12);
+    ob.set_transport_cc(Some(3));
+    let t0 = Instant::now();
+    // Ten packets of a frame, the fifth one small.
+    for sequence in 100..110u16 {
+        let size = if sequence == 104 { 40 } else { 1000 };
+        let payload = Bytes::from(vec![sequence as u8; size]);
+        let datagram = ob
+            .send(t0, with_rtx(), out(&payload, sequence, 9000), &mut pool)
+            .unwrap();
+        pool.give(datagram);
+    }
+    let mut sent = Vec::new();
+    ob.pad(t0, 0xabc, 4000, &mut pool, |d| sent.push(d));
+    // About 4 kB in four packets of media, not sixteen of padding.
+    assert_eq!(sent.len(), 4, "{} packets", sent.len());
+    let mut rx = receiver(12);
+    let mut originals = Vec::new();
+    for datagram in &sent {
+        let plain = rx.decrypt_rtp(datagram).unwrap();
+        let packet = Packet::unmarshal(&mut plain.freeze()).unwrap();
+        assert_eq!(packet.header.ssrc, 0xdef0_0001, "on the RTX stream");
+        assert!(!packet.header.padding);
+        let original = u16::from_be_bytes([packet.payload[0], packet.payload[1]]);
+        assert!(packet.payload[2..].iter().all(|&b| b == original as u8));
+        originals.push(original);
+    }
+    assert_eq!(originals, vec![109, 108, 107, 106]);
+    // The next probe goes on further back, past the small one.
+    let mut more = Vec::new();
+    ob.pad(t0, 0xabc, 2000, &mut pool, |d| more.push(d));
+    let originals: Vec<u16> = more
+        .iter()
+        .map(|d| {
+            let plain = rx.decrypt_rtp(d).unwrap();
+            let p = Packet::unmarshal(&mut plain.freeze()).unwrap();
+            u16::from_be_bytes([p.payload[0], p.payload[1]])
+        })
+        .collect();
+    assert_eq!(originals, vec![105, 103]);
+    // The media's own history is untouched: a NACK still finds 109.
+    assert!(ob.resend(t0, 0xabc, 109, &mut pool).is_some());
 }
 
 /// Heavy loss, then a connection with next to nothing to measure (video

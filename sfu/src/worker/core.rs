@@ -326,8 +326,8 @@ impl WorkerCore {
             let (Some(outbound), Some((protocol, to))) = (conn.outbound.as_mut(), conn.peer) else {
                 return false;
             };
-            if let Some((ssrc, count)) = outbound.padding_due(now) {
-                outbound.pad(now, ssrc, count, pool, |datagram| {
+            if let Some((ssrc, bytes)) = outbound.padding_due(now) {
+                outbound.pad(now, ssrc, bytes, pool, |datagram| {
                     push(
                         transmits,
                         Transmit {
