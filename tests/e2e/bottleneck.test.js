@@ -119,7 +119,7 @@ test('a viewer behind a link too small for the large layer gets one that fits, b
   assert.ok(summary.decoded >= 20 * 15, `the picture goes on: ${JSON.stringify(summary)}`);
   // The queue the large layer built (up to a second of it) drains in the
   // first seconds of this window; frames come in bursts meanwhile, which
-  // Chromium once counted as a freeze (1 run in 12). Without the trend,
+  // Chromium once counted as a freeze (1 run in 11). Without the trend,
   // the picture froze five times in ten seconds.
   assert.ok(summary.freezes <= 1, `no freezing: ${JSON.stringify(summary)}`);
   // Salon's own probes for room may queue a few packets now and then;
