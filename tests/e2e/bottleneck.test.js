@@ -12,6 +12,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { waitForMediaFrom } from './lib/browser.js';
+import { connectionPorts } from './lib/netloss.js';
 import { loopbackShaper } from './lib/shaper.js';
 import { bandwidthFixture, HD_PUBLISHER, lastEstimate, sleep } from './lib/bandwidth.js';
 
@@ -20,19 +21,13 @@ const FIFO_BYTES = 120_000;
 
 const shared = bandwidthFixture(loopbackShaper);
 
-/// The viewer's video, and the UDP ports of its subscriber connection.
+/// The viewer's video.
 async function viewerVideo(page) {
   return page.evaluate(async () => {
     const stats = await window.salonRoom.engine.pcManager.subscriber.getStats();
     let v = {};
-    let ports;
     stats.forEach((s) => {
       if (s.type === 'inbound-rtp' && s.kind === 'video') v = s;
-      if (s.type === 'candidate-pair' && s.state === 'succeeded' && s.nominated) {
-        const local = stats.get(s.localCandidateId);
-        const remote = stats.get(s.remoteCandidateId);
-        ports = { protocol: local.protocol, local: local.port, remote: remote.port };
-      }
     });
     return {
       now: Date.now(),
@@ -40,7 +35,6 @@ async function viewerVideo(page) {
       decoded: v.framesDecoded ?? 0,
       freezes: v.freezeCount ?? 0,
       bytes: v.bytesReceived ?? 0,
-      ports,
     };
   });
 }
@@ -79,9 +73,10 @@ test('a viewer behind a link too small for the large layer gets one that fits, b
   // have switched layers (a keyframe away): the scenario is a moderate
   // overload, the kind delay must tell.
   assert.ok(clear.kbps < 2 * LINK_KBPS, `a moderate overload: ${JSON.stringify(clear)}`);
-  assert.equal(clear.ports?.protocol, 'udp', JSON.stringify(clear.ports));
+  const ports = await connectionPorts(viewer, 'subscriber');
+  assert.equal(ports?.protocol, 'udp', JSON.stringify(ports));
 
-  shared.net.limit(clear.ports.remote, clear.ports.local, LINK_KBPS, FIFO_BYTES);
+  shared.net.limit(ports.remote, ports.local, LINK_KBPS, FIFO_BYTES);
   const limitedAt = Date.now();
   let fitted;
   for (let i = 0; i < 10 && !fitted; i++) {
