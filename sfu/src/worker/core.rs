@@ -974,6 +974,7 @@ fn take_feedback(
                     );
                 }
             }
+            // Taken above, before the connection needs to be sending.
             Feedback::SenderReport { .. } => {}
             Feedback::TransportCc(cc) => {
                 // webrtc-rs's estimator reads what the peer wrote; whatever
