@@ -334,6 +334,7 @@ pub(crate) async fn run(
                 stream,
                 video: ctx.video.clone(),
                 audio: ctx.audio.clone(),
+                pacing_factor: ctx.pacing_factor,
             });
         }
         publisher = Some(peer);

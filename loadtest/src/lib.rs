@@ -10,6 +10,7 @@ mod janus;
 mod ledger;
 mod livekit;
 mod media;
+mod pacer;
 mod peer;
 use salon_common::procstat;
 mod report;
@@ -95,6 +96,11 @@ pub struct LoadTestArgs {
     /// Participants joining per second.
     #[arg(long, default_value_t = 5.0)]
     pub join_rate: f64,
+    /// Camera packets leave at this multiple of the layers' bitrate, in
+    /// 5 ms bursts, as libwebrtc's pacer sends them (its default factor).
+    /// 0 sends each frame as one burst.
+    #[arg(long, default_value_t = 2.5)]
+    pub pacing_factor: f64,
     /// PID of the server when it runs on this machine: its CPU time and
     /// memory are read from /proc.
     #[arg(long)]
@@ -183,6 +189,8 @@ pub(crate) struct RunContext {
     pub(crate) ledger: Shared<Ledger>,
     pub(crate) video: Vec<Arc<VideoClip>>,
     pub(crate) audio: Arc<AudioClip>,
+    /// Multiple of a camera's bitrate its packets are paced at; 0 for none.
+    pub(crate) pacing_factor: f64,
     pub(crate) stop: watch::Receiver<bool>,
 }
 
@@ -232,6 +240,9 @@ fn validate(args: &LoadTestArgs, roster: &[Participant]) -> Result<(), LoadTestE
     if !(args.join_rate > 0.0 && args.join_rate <= 100.0) {
         return usage("--join-rate must be above 0 and at most 100 per second");
     }
+    if !(0.0..=100.0).contains(&args.pacing_factor) {
+        return usage("--pacing-factor must be between 0 (no pacing) and 100");
+    }
     if !(args.url.starts_with("ws://") || args.url.starts_with("wss://")) {
         return usage("--url must be a ws:// or wss:// URL");
     }
@@ -274,6 +285,7 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
             .map(|q| VideoClip::load(q).map(Arc::new))
             .collect::<Result<_, _>>()?,
         audio: Arc::new(AudioClip::load()?),
+        pacing_factor: args.pacing_factor,
         stop,
     });
     let progress = Progress::new(server.clone());
@@ -399,6 +411,7 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
             publishers_subscribe: args.publishers_subscribe,
             simulcast: args.simulcast(),
             video_resolution: args.video_resolution,
+            pacing_factor: args.pacing_factor,
             duration_s: args.duration.as_secs_f64(),
         },
         participants: roster.len(),

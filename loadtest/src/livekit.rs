@@ -195,6 +195,7 @@ pub(crate) async fn run(
                             stream,
                             video: ctx.video.clone(),
                             audio: ctx.audio.clone(),
+                            pacing_factor: ctx.pacing_factor,
                         });
                         if announced.is_empty()
                             && let Some(side) = &publisher

@@ -4,6 +4,7 @@
 
 use crate::ledger::{Kind, Ledger, StreamRef, payload_hash};
 use crate::media::{AUDIO_INTERVAL, AudioClip, FRAME_INTERVAL, Quality, VideoClip};
+use crate::pacer::Pacer;
 use bytes::Bytes;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
@@ -17,6 +18,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use salon_sfu::feedback::{FEEDBACK_SLOT, RtcpTap};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +39,9 @@ const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 const MTU: usize = 1160;
 /// An encoder answers a burst of keyframe requests with one keyframe.
 const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(300);
+/// What a packet weighs on the wire besides its payload, for the pacer: the
+/// RTP header with mid and rid, SRTP's tag, UDP and IP.
+const RTP_OVERHEAD: usize = 60;
 
 pub(crate) type Shared<T> = Arc<Mutex<T>>;
 
@@ -331,10 +336,14 @@ pub(crate) struct SendPlan {
     pub(crate) stream: StreamRef,
     pub(crate) video: Vec<Arc<VideoClip>>,
     pub(crate) audio: Arc<AudioClip>,
+    /// Multiple of a camera's bitrate its packets are paced at; 0 for none.
+    pub(crate) pacing_factor: f64,
 }
 
-/// Plays a track's clip in real time until `stop` turns true. Packets are
-/// booked in the ledger just before they go out.
+/// Plays a track's clip in real time until `stop` turns true. Camera
+/// packets wait in a queue for the pacer (see `pacer.rs`); packets are
+/// booked in the ledger just before they go out, so queueing here does not
+/// count as the server's latency.
 async fn send(
     pc: Arc<dyn PeerConnection>,
     plan: SendPlan,
@@ -390,14 +399,45 @@ async fn send(
         Kind::Video => (FRAME_INTERVAL, 3000),
         Kind::Audio => (AUDIO_INTERVAL, 960),
     };
+    // libwebrtc paces video only at the layers' rate times the factor;
+    // audio goes out as it comes.
+    let paced_rate = match plan.out.kind {
+        Kind::Video => {
+            plan.pacing_factor
+                * plan
+                    .video
+                    .iter()
+                    .filter(|c| lanes.iter().any(|l| l.layer == c.quality.index()))
+                    .map(|c| f64::from(c.bitrate()))
+                    .sum::<f64>()
+        }
+        Kind::Audio => 0.0,
+    };
+    let mut pacer = Pacer::new(paced_rate);
+    let mut queue: VecDeque<(u8, Bytes, rtc::rtp::Packet)> = VecDeque::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut position = 0usize;
     let mut last_keyframe = start;
     let mut watching_keyframes = true;
     loop {
+        let release = tokio::time::Instant::from_std(pacer.next_release(Instant::now()));
         tokio::select! {
-            _ = ticker.tick() => {}
+            _ = ticker.tick() => {
+                for lane in &mut lanes {
+                    if lane.frames.is_empty() {
+                        continue;
+                    }
+                    let frame = &lane.frames[position % lane.frames.len()];
+                    let packets = lane
+                        .packetizer
+                        .packetize(Instant::now(), frame, samples)
+                        .map_err(|e| webrtc::error::Error::Other(e.to_string()))?;
+                    queue.extend(packets.into_iter().map(|p| (lane.layer, lane.rid.clone(), p)));
+                }
+                position = position.wrapping_add(1);
+            }
+            _ = tokio::time::sleep_until(release), if !queue.is_empty() => {}
             changed = keyframes.changed(), if watching_keyframes => {
                 if changed.is_err() {
                     // Nobody routes requests to this track any more; keep sending.
@@ -416,28 +456,23 @@ async fn send(
         if *stop.borrow() {
             return Ok(());
         }
-        for lane in &mut lanes {
-            if lane.frames.is_empty() {
-                continue;
+        while let Some((_, _, packet)) = queue.front() {
+            if !pacer.admit(Instant::now(), packet.payload.len() + RTP_OVERHEAD) {
+                break;
             }
-            let frame = &lane.frames[position % lane.frames.len()];
-            let packets = lane
-                .packetizer
-                .packetize(Instant::now(), frame, samples)
-                .map_err(|e| webrtc::error::Error::Other(e.to_string()))?;
-            for mut packet in packets {
-                if let Some((id, mid)) = &neg.mid {
-                    let _ = packet.header.set_extension(*id, mid.clone());
-                }
-                if let Some(id) = neg.rid_id {
-                    let _ = packet.header.set_extension(id, lane.rid.clone());
-                }
-                let hash = payload_hash(plan.out.kind, &packet.payload);
-                lock(&ledger).sent(plan.stream, lane.layer, hash, Instant::now());
-                plan.out.track.write_rtp(packet).await?;
+            let Some((layer, rid, mut packet)) = queue.pop_front() else {
+                break;
+            };
+            if let Some((id, mid)) = &neg.mid {
+                let _ = packet.header.set_extension(*id, mid.clone());
             }
+            if let Some(id) = neg.rid_id {
+                let _ = packet.header.set_extension(id, rid);
+            }
+            let hash = payload_hash(plan.out.kind, &packet.payload);
+            lock(&ledger).sent(plan.stream, layer, hash, Instant::now());
+            plan.out.track.write_rtp(packet).await?;
         }
-        position = position.wrapping_add(1);
     }
 }
 

@@ -75,6 +75,7 @@ pub struct Params {
     pub publishers_subscribe: bool,
     pub simulcast: bool,
     pub video_resolution: Quality,
+    pub pacing_factor: f64,
     pub duration_s: f64,
 }
 

@@ -149,7 +149,7 @@ test('dynacast stops the layers nobody watches at the publisher', async () => {
   );
   assert.deepEqual(layers, ['q'], `only the watched layer is still encoded (encodings ${active})`);
   // The viewer still decodes it.
-  await waitForDecoding(vic, 'dyn', 'the low layer', (s) => s.frameWidth <= 320);
+  const low = await waitForDecoding(vic, 'dyn', 'the low layer', (s) => s.frameWidth <= 320);
 
   await vic.evaluate(() =>
     window.salonRoom
@@ -157,5 +157,16 @@ test('dynacast stops the layers nobody watches at the publisher', async () => {
       .getTrackPublication('camera')
       .setVideoQuality(LivekitClient.VideoQuality.HIGH),
   );
-  await waitForDecoding(vic, 'dyn', 'the high layer once resumed', (s) => s.frameWidth >= 640);
+  // A layer up resumes: twice the low layer's width at least, which is
+  // 640 or more, unless a publisher short of CPU scaled all its layers down.
+  const high = await waitForDecoding(vic, 'dyn', 'the high layer once resumed', (s) => s.frameWidth >= 2 * low.frameWidth);
+  const publisherLimit = await dyn.evaluate(async () => {
+    const track = window.salonRoom.localParticipant.getTrackPublication('camera').track;
+    const out = [];
+    (await track.sender.getStats()).forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.rid === 'f') out.push(s.qualityLimitationReason, s.frameWidth);
+    });
+    return out.join(' ');
+  });
+  console.log(`low ${low.frameWidth} wide, then ${high.frameWidth}; publisher's top layer: ${publisherLimit}`);
 });

@@ -1,6 +1,7 @@
 // A running salon, the test pages and a browser, with the two things the SDK
 // tests do over and over: mint a token with livekit-server-sdk and join a
 // room from a plain livekit-client page.
+import { appendFileSync } from 'node:fs';
 import { AccessToken } from 'livekit-server-sdk';
 import { startSalon } from './salon.js';
 import { servePages } from './pages.js';
@@ -38,6 +39,8 @@ export async function startSdkFixture({ browserArgs = [], salonEnv = {} } = {}) 
     await browser.close();
     await pages.close();
     await salon.stop();
+    // For a look at what salon did in a run: SALON_LOG_FILE=/tmp/salon.log.
+    if (process.env.SALON_LOG_FILE) appendFileSync(process.env.SALON_LOG_FILE, salon.log());
   }
 
   return { salon, pages, browser, token, joinWithSdk, close };
