@@ -14,7 +14,8 @@
 # default 100), SCENARIOS (default "fanout meeting audio"), SERVERS
 # (default "salon janus"). BASELINE=/path/to/an/older/salon also runs that
 # build as the server (row "before", driven by the current generator), to
-# measure a change before and after on one machine.
+# measure a change before and after on one machine. LOAD_ARGS adds to the
+# generator's arguments for every run (e.g. "--pacing-factor 0").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,7 +81,7 @@ stop_server() {
 
 # One layer per publisher (720p, about 1.6 Mb/s): both servers forward the
 # same stream, so per-packet figures compare like for like.
-COMMON=(--duration "$DURATION" --no-simulcast --join-rate 10 --json)
+COMMON=(--duration "$DURATION" --no-simulcast --join-rate 10 --json ${LOAD_ARGS:-})
 
 for scenario in $SCENARIOS; do
   read -r -a args <<<"$(scenario_args "$scenario")"
