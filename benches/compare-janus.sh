@@ -94,11 +94,20 @@ for scenario in $SCENARIOS; do
     name=${entry%%=*}
     echo "== $scenario: $name" >&2
     # Not through in_ns: $! must be the server itself (ip netns exec execs it).
-    ip netns exec "$NS" "${entry#*=}" dev --port 7880 --web-dir /nonexistent >"$OUT/$name-$scenario.log" 2>&1 &
+    # The current build also reports its own forwarding delay (a baseline
+    # from before 2026-12-01 has no --prometheus-port).
+    metrics=()
+    [ "$name" = salon ] && metrics=(--server-metrics http://127.0.0.1:6789/metrics)
+    if [ "$name" = salon ]; then
+      ip netns exec "$NS" "${entry#*=}" dev --port 7880 --web-dir /nonexistent --prometheus-port 6789 \
+        >"$OUT/$name-$scenario.log" 2>&1 &
+    else
+      ip netns exec "$NS" "${entry#*=}" dev --port 7880 --web-dir /nonexistent >"$OUT/$name-$scenario.log" 2>&1 &
+    fi
     SERVER_PID=$!
     wait_port 7880
     in_ns "$SALON" load-test --url ws://127.0.0.1:7880 --room "$room" --server-pid "$SERVER_PID" \
-      "${COMMON[@]}" "${args[@]}" >"$OUT/$name-$scenario.json" || true
+      "${COMMON[@]}" "${args[@]}" "${metrics[@]}" >"$OUT/$name-$scenario.json" || true
     stop_server
   done
 
@@ -125,7 +134,7 @@ def load(server, scenario):
         return None
 def fmt(v, spec):
     return "-" if v is None else format(v, spec)
-head = f"{'scenario':<10} {'server':<6} {'joined':>7} {'delivered':>10} {'fwd pkt/s':>10} {'CPU µs/pkt':>11} {'pkt/CPU-s':>10} {'lat p50':>8} {'lat p99':>8} {'RSS/sub kB':>11} {'join p95':>9} {'gen CPU':>8}"
+head = f"{'scenario':<10} {'server':<6} {'joined':>7} {'delivered':>10} {'fwd pkt/s':>10} {'CPU µs/pkt':>11} {'pkt/CPU-s':>10} {'lat p50':>8} {'lat p99':>8} {'srv p99':>8} {'RSS/sub kB':>11} {'join p95':>9} {'gen CPU':>8}"
 print(head)
 print("-" * len(head))
 for scenario in scenarios:
@@ -145,6 +154,7 @@ for scenario in scenarios:
               f"{fmt(delivered, '.2f') + ' %':>10} {fmt(r['forwarded_packets_per_s'], '.0f'):>10} "
               f"{fmt(s.get('cpu_us_per_forwarded_packet'), '.2f'):>11} {fmt(s.get('forwarded_packets_per_cpu_s'), '.0f'):>10} "
               f"{fmt(r['latency_p50_ms'], '.2f'):>8} {fmt(r['latency_p99_ms'], '.2f'):>8} "
+              f"{fmt((r.get('server_delay') or {}).get('p99_ms'), '.2f'):>8} "
               f"{fmt(s.get('rss_per_subscriber_kb'), '.0f'):>11} {fmt(r['join']['p95_ms'], '.0f') + ' ms':>9} "
               f"{fmt(r['generator_cpu_percent'], '.0f') + ' %':>8}")
     for other, label in (("janus", "Janus's"), ("before", "the baseline's")):

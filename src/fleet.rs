@@ -49,6 +49,11 @@ struct MediaArgs {
     /// Media worker threads, each with one UDP port; 0 means one per core.
     #[arg(long, default_value_t = 0)]
     media_workers: usize,
+    /// Serve Prometheus metrics at /metrics on this port (LiveKit uses
+    /// 6789; 0 picks a free one), on the address the node's other
+    /// endpoints use. Off unless given.
+    #[arg(long)]
+    prometheus_port: Option<u16>,
 }
 
 #[derive(clap::Args)]
@@ -133,16 +138,34 @@ struct RunningNode {
     registry: tokio::task::JoinHandle<()>,
 }
 
+/// Where a node serves its endpoints.
+struct NodeEndpoints {
+    /// The internal endpoints (signal relay, admin calls).
+    listen: SocketAddr,
+    /// How replicas reach them; `http://<listen>` by default.
+    internal_url: Option<String>,
+    /// `/metrics`, if asked for.
+    prometheus: Option<SocketAddr>,
+}
+
 async fn start_node(
     store: Arc<dyn Store>,
     keys: KeyStore,
     config: NodeConfig,
-    listen: SocketAddr,
-    internal_url: Option<String>,
+    endpoints: NodeEndpoints,
     max_participants: u32,
     id: NodeId,
 ) -> Result<RunningNode, String> {
+    let NodeEndpoints {
+        listen,
+        internal_url,
+        prometheus,
+    } = endpoints;
     let node = Node::start(config).map_err(|e| e.to_string())?;
+    if let Some(addr) = prometheus {
+        let bound = serve_metrics(node.clone(), addr).await?;
+        println!("Prometheus metrics at http://{bound}/metrics");
+    }
     node.join_fleet(Placement {
         store: store.clone(),
         node: id.clone(),
@@ -197,6 +220,49 @@ async fn start_node(
     })
 }
 
+/// Serves the node's `/metrics` on `addr`; returns the address bound.
+/// Unauthenticated, as Prometheus scrapes it (and as LiveKit's is): it
+/// tells counts and timings, nothing of who is in which room.
+async fn serve_metrics(node: Node, addr: SocketAddr) -> Result<SocketAddr, String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let router = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(node);
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(%err, "metrics endpoint stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn metrics(
+    axum::extract::State(node): axum::extract::State<Node>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match node.metrics().await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::warn!(%err, "metrics");
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                err.to_string(),
+            )
+                .into_response()
+        }
+    }
+}
+
 impl RunningNode {
     /// Removes the registry entry and releases the node's rooms.
     async fn leave_fleet(self) {
@@ -242,8 +308,14 @@ pub(crate) async fn sfu(args: SfuArgs) -> Result<(), String> {
             rtc_port: args.media.rtc_port,
             media_workers: args.media.media_workers,
         },
-        args.listen,
-        args.internal_url,
+        NodeEndpoints {
+            listen: args.listen,
+            internal_url: args.internal_url,
+            prometheus: args
+                .media
+                .prometheus_port
+                .map(|port| SocketAddr::new(args.listen.ip(), port)),
+        },
         args.max_participants,
         id.clone(),
     )
@@ -387,8 +459,14 @@ pub(crate) async fn dev(args: DevArgs) -> Result<(), String> {
             rtc_port: args.media.rtc_port,
             media_workers: args.media.media_workers,
         },
-        SocketAddr::new(ip, 0),
-        None,
+        NodeEndpoints {
+            listen: SocketAddr::new(ip, 0),
+            internal_url: None,
+            prometheus: args
+                .media
+                .prometheus_port
+                .map(|port| SocketAddr::new(ip, port)),
+        },
         0,
         NodeId::new("dev"),
     )

@@ -14,10 +14,11 @@ mod pacer;
 mod peer;
 use salon_common::procstat;
 mod report;
+mod scrape;
 
 pub use ledger::{Figures, Kind, SubscriberFigures};
 pub use media::Quality;
-pub use report::{JoinFigures, Params, Report, ServerFigures};
+pub use report::{DelayFigures, JoinFigures, Params, Report, ServerFigures};
 
 use ledger::Ledger;
 use media::{AudioClip, VideoClip};
@@ -105,6 +106,11 @@ pub struct LoadTestArgs {
     /// memory are read from /proc.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The server's Prometheus endpoint (a Salon node's, e.g.
+    /// http://127.0.0.1:6789/metrics): its forwarding-delay histogram over
+    /// the window is reported beside the end-to-end latency.
+    #[arg(long)]
+    pub server_metrics: Option<String>,
     /// Address the participants' media sockets bind to. Keep it on this
     /// machine: loopback, or an address in a network namespace of your own
     /// (Janus never gathers on loopback; benches/compare-janus.sh makes one).
@@ -129,6 +135,8 @@ pub enum LoadTestError {
     Media(#[from] media::MediaError),
     #[error(transparent)]
     Proc(#[from] procstat::ProcError),
+    #[error(transparent)]
+    Scrape(#[from] scrape::ScrapeError),
     #[error("no participant could join: {0}")]
     NobodyJoined(String),
 }
@@ -260,6 +268,10 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
         .unwrap_or_else(|| format!("load-{:06}", rand::random::<u32>() % 1_000_000));
     let server = args.server_pid.map(|p| p.to_string());
     let baseline = server.as_deref().map(procstat::sample).transpose()?;
+    // Read once before anyone joins, so that a wrong URL fails at once.
+    if let Some(url) = &args.server_metrics {
+        scrape::forward_delay(url).await?;
+    }
     let me = std::process::id().to_string();
 
     let (stop_tx, stop) = watch::channel(false);
@@ -353,6 +365,10 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
     // The measurement window.
     let cpu_start = server.as_deref().map(procstat::sample).transpose()?;
     let self_start = procstat::sample(&me)?;
+    let delay_start = match &args.server_metrics {
+        Some(url) => Some(scrape::forward_delay(url).await?),
+        None => None,
+    };
     let window_start = Instant::now();
     lock(&ledger).start_window(window_start);
     while window_start.elapsed() < args.duration {
@@ -371,6 +387,14 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
     lock(&ledger).end_window(window_end);
     let cpu_end = server.as_deref().map(procstat::sample).transpose()?;
     let self_end = procstat::sample(&me)?;
+    // Workers flush their delays once a second: wait for the window's last.
+    let delay_end = match &args.server_metrics {
+        Some(url) => {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            Some(scrape::forward_delay(url).await?)
+        }
+        None => None,
+    };
     tokio::time::sleep(TAIL).await;
     progress.done();
 
@@ -420,6 +444,9 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
         join: JoinFigures::new(join_times),
         figures,
         server: server_figures,
+        server_delay: delay_start
+            .zip(delay_end)
+            .map(|(a, b)| DelayFigures::new(&b.since(&a))),
         generator_cpu_percent: 100.0 * self_end.cpu.saturating_sub(self_start.cpu).as_secs_f64()
             / wall.as_secs_f64().max(1e-9),
     })

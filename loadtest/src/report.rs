@@ -63,6 +63,28 @@ impl ServerFigures {
     }
 }
 
+/// The server's own forwarding delay over the window, from its histogram
+/// (`--server-metrics`): from the wake-up that read a datagram to when its
+/// last copy went to the kernel.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DelayFigures {
+    /// Datagrams the histogram counted.
+    pub count: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl DelayFigures {
+    pub(crate) fn new(window: &crate::scrape::Buckets) -> Self {
+        let ms = |q| window.quantile(q).map(|s| s * 1000.0);
+        Self {
+            count: window.count(),
+            p50_ms: ms(0.50),
+            p99_ms: ms(0.99),
+        }
+    }
+}
+
 /// What the run was asked to do.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Params {
@@ -89,6 +111,7 @@ pub struct Report {
     #[serde(flatten)]
     pub figures: Figures,
     pub server: Option<ServerFigures>,
+    pub server_delay: Option<DelayFigures>,
     /// The load generator's own CPU, of one core: near 100% per core used
     /// means the generator, not the server, sets the pace.
     pub generator_cpu_percent: f64,
@@ -176,6 +199,13 @@ impl Report {
                 opt(f.latency_p99_ms, 2)
             ),
         );
+        if let Some(d) = &self.server_delay {
+            row(
+                &mut out,
+                "inside the server p50 / p99",
+                format!("{} / {} ms", opt(d.p50_ms, 3), opt(d.p99_ms, 3)),
+            );
+        }
         if let Some(s) = &self.server {
             row(
                 &mut out,

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod fanout;
 pub mod feedback;
 mod forwarder;
+pub mod metrics;
 pub mod negotiation;
 mod node;
 pub mod outbound;

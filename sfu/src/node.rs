@@ -1,6 +1,7 @@
 //! A media node: the rooms it hosts, and the calls the signaling service
 //! makes on it (join a participant, the RoomService admin calls).
 
+use crate::metrics::{MetricsError, NodeMetrics};
 use crate::participant::{self, ParticipantHandle, SessionParts};
 use crate::room::{Grants, JoinRequest, Room, RoomConfig, RoomError, RoomInput};
 use crate::room_task::{self, RoomEvent, RoomSnapshot};
@@ -116,7 +117,12 @@ impl Inner {
 impl Node {
     /// Starts the node's media workers; fails if their sockets cannot bind.
     pub fn start(config: NodeConfig) -> Result<Self, WorkerError> {
-        let workers = Workers::start(config.rtc_bind_ip, config.rtc_port, config.media_workers)?;
+        let workers = Workers::start(
+            config.rtc_bind_ip,
+            config.rtc_port,
+            config.media_workers,
+            NodeMetrics::new()?,
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 workers,
@@ -159,6 +165,17 @@ impl Node {
     /// Datagrams sent by the media workers since the node started.
     pub fn datagrams_sent(&self) -> u64 {
         self.inner.workers.datagrams_sent()
+    }
+
+    /// The node's metrics in Prometheus's text format, with what it hosts
+    /// counted now.
+    pub async fn metrics(&self) -> Result<String, MetricsError> {
+        let load = self.load().await;
+        let metrics = self.inner.workers.metrics();
+        metrics.rooms.set(i64::from(load.rooms));
+        metrics.participants.set(i64::from(load.participants));
+        metrics.tracks.set(i64::from(load.tracks));
+        metrics.render()
     }
 
     /// Rooms, participants and published tracks here now (the parts of the

@@ -13,12 +13,11 @@ mod udp;
 
 pub(crate) use self::core::{AUDIO_LEVEL_URI, Connection, TRANSPORT_CC_URI};
 use crate::forwarder::{ForwarderCommand, ForwarderHandle, LevelSink};
+use crate::metrics::{DelayRecorder, NodeMetrics};
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::shared::TransportProtocol;
 use salon_common::ParticipantSid;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -111,6 +110,8 @@ pub enum WorkerError {
     },
     #[error("cannot start a media worker thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 #[derive(Clone)]
@@ -184,16 +185,22 @@ pub(crate) struct Workers {
     next: std::sync::atomic::AtomicUsize,
     /// Each worker's UDP address, as its ICE candidates announce it.
     addrs: Vec<SocketAddr>,
-    /// Datagrams all workers have sent: the node's load as the registry
-    /// reports it. Added to once per send batch, not per packet.
-    sent: Arc<AtomicU64>,
+    /// What the workers count: datagrams sent (the node's load as the
+    /// registry reports it; added to once per send batch, not per packet)
+    /// and the forwarding delay.
+    metrics: NodeMetrics,
 }
 
 impl Workers {
     /// Starts `count` workers (one per core when 0) on `ip`; the first binds
     /// `port` and the others the ports after it, or all pick a free port
     /// when `port` is 0.
-    pub(crate) fn start(ip: IpAddr, port: u16, count: usize) -> Result<Self, WorkerError> {
+    pub(crate) fn start(
+        ip: IpAddr,
+        port: u16,
+        count: usize,
+        metrics: NodeMetrics,
+    ) -> Result<Self, WorkerError> {
         let count = if count == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -201,7 +208,6 @@ impl Workers {
         };
         let mut workers = Vec::with_capacity(count);
         let mut addrs = Vec::with_capacity(count);
-        let sent = Arc::new(AtomicU64::new(0));
         for i in 0..count {
             let port = if port == 0 {
                 0
@@ -233,10 +239,10 @@ impl Workers {
             let (tx, rx) = mpsc::unbounded_channel();
             let handle = WorkerHandle { tx };
             let own = handle.clone();
-            let counter = sent.clone();
+            let counters = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("salon-media-{i}"))
-                .spawn(move || run(socket, tcp, own, rx, counter))
+                .spawn(move || run(socket, tcp, own, rx, counters))
                 .map_err(WorkerError::Thread)?;
             workers.push(handle);
             addrs.push(udp_addr);
@@ -245,7 +251,7 @@ impl Workers {
             workers,
             next: std::sync::atomic::AtomicUsize::new(0),
             addrs,
-            sent,
+            metrics,
         })
     }
 
@@ -253,8 +259,12 @@ impl Workers {
         &self.addrs
     }
 
+    pub(crate) fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
     pub(crate) fn datagrams_sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
+        self.metrics.datagrams_sent.get()
     }
 
     /// The worker for a new room: the next one in turn.
@@ -275,7 +285,7 @@ fn run(
     tcp: std::net::TcpListener,
     handle: WorkerHandle,
     commands: mpsc::UnboundedReceiver<WorkerCommand>,
-    sent: Arc<AtomicU64>,
+    metrics: NodeMetrics,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -310,7 +320,7 @@ fn run(
         let core =
             self::core::WorkerCore::new(udp_addr, Some(tcp_addr), handle.tx.downgrade(), clock);
         drop(handle);
-        shell(core, udp, tcp, commands, sent).await;
+        shell(core, udp, tcp, commands, metrics).await;
     });
 }
 
@@ -319,8 +329,10 @@ async fn shell(
     socket: tokio::net::UdpSocket,
     tcp: tokio::net::TcpListener,
     mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
-    sent: Arc<AtomicU64>,
+    metrics: NodeMetrics,
 ) {
+    let sent = &metrics.datagrams_sent;
+    let mut delays = DelayRecorder::new(&metrics.forward_delay, Instant::now());
     let mut links = tcp::TcpLinks::new();
     let mut batch = udp::SendBatch::new();
     let mut buf = vec![0u8; RECV_BUFFER];
@@ -331,13 +343,18 @@ async fn shell(
                 if ready.is_err() {
                     continue;
                 }
+                // Datagrams of one wake-up count their delay from it: the
+                // later ones waited for the earlier ones' copies.
+                let woke = Instant::now();
                 for _ in 0..READ_BATCH {
                     match socket.try_recv_from(&mut buf) {
                         Ok((n, from)) => {
                             core.handle_datagram(Instant::now(), TransportProtocol::UDP, from, &buf[..n]);
                             // Out before the next one is read: a packet's
                             // copies should not wait for a whole batch's.
-                            send_queued(&mut core, &socket, &links, &mut batch, &sent);
+                            if send_queued(&mut core, &socket, &links, &mut batch, sent) > 0 {
+                                delays.record(woke, Instant::now());
+                            }
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                         // ICMP errors for one peer surface here; they say nothing about others.
@@ -361,9 +378,13 @@ async fn shell(
                 Some(command) => core.handle_command(Instant::now(), command),
                 None => return,
             },
-            () = sleep_until(deadline) => core.handle_timeout(Instant::now()),
+            () = sleep_until(deadline) => {
+                let now = Instant::now();
+                core.handle_timeout(now);
+                delays.tick(now);
+            }
         }
-        send_queued(&mut core, &socket, &links, &mut batch, &sent);
+        send_queued(&mut core, &socket, &links, &mut batch, sent);
     }
 }
 
@@ -372,8 +393,8 @@ fn send_queued(
     socket: &tokio::net::UdpSocket,
     links: &tcp::TcpLinks,
     batch: &mut udp::SendBatch,
-    sent: &AtomicU64,
-) {
+    sent: &prometheus::IntCounter,
+) -> u64 {
     let mut count = 0;
     while let Some(out) = core.poll_transmit() {
         count += 1;
@@ -387,8 +408,9 @@ fn send_queued(
     }
     batch.flush(socket, |datagram| core.recycle(datagram));
     if count > 0 {
-        sent.fetch_add(count, Ordering::Relaxed);
+        sent.inc_by(count);
     }
+    count
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
