@@ -48,8 +48,9 @@ impl NodeMetrics {
         let forward_delay = Histogram::with_opts(
             HistogramOpts::new(
                 "salon_forward_delay_seconds",
-                "From the wake-up that read a datagram to when the last datagram it caused \
-                 (its copies to subscribers, a retransmission, a reply) went to the kernel",
+                "From when the kernel received a datagram (or, where it does not say, the \
+                 worker woke to read it) to when the last datagram it caused (its copies to \
+                 subscribers, a retransmission, a reply) went to the kernel",
             )
             .buckets(DELAY_BUCKETS.to_vec()),
         )?;
@@ -119,12 +120,11 @@ impl DelayRecorder {
         }
     }
 
-    /// A datagram read at the wake-up at `woke` whose output was all
-    /// handed to the kernel at `done`.
-    pub(crate) fn record(&mut self, woke: Instant, done: Instant) {
-        self.local
-            .observe(done.saturating_duration_since(woke).as_secs_f64());
-        self.tick(done);
+    /// A datagram whose output was all handed to the kernel at `now`,
+    /// `delay` after it arrived.
+    pub(crate) fn record(&mut self, delay: Duration, now: Instant) {
+        self.local.observe(delay.as_secs_f64());
+        self.tick(now);
     }
 
     /// Flushes if a second has passed since the last flush: the worker
@@ -147,11 +147,14 @@ mod tests {
         let metrics = NodeMetrics::new().expect("metrics");
         let t0 = Instant::now();
         let mut recorder = DelayRecorder::new(&metrics.forward_delay, t0);
-        recorder.record(t0, t0 + Duration::from_micros(300));
-        recorder.record(t0, t0 + Duration::from_millis(3));
+        recorder.record(Duration::from_micros(300), t0);
+        recorder.record(Duration::from_millis(3), t0 + Duration::from_millis(3));
         // Not yet: under a second since the last flush.
         assert_eq!(metrics.forward_delay.get_sample_count(), 0);
-        recorder.record(t0, t0 + Duration::from_millis(1500));
+        recorder.record(
+            Duration::from_millis(1500),
+            t0 + Duration::from_millis(1500),
+        );
         assert_eq!(metrics.forward_delay.get_sample_count(), 3);
         // Some CPU time to count (the clock ticks in 10 ms).
         let spin = Instant::now();

@@ -18,7 +18,7 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::shared::TransportProtocol;
 use salon_common::ParticipantSid;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
 /// A peer connection inside a worker.
@@ -333,6 +333,7 @@ async fn shell(
 ) {
     let sent = &metrics.datagrams_sent;
     let mut delays = DelayRecorder::new(&metrics.forward_delay, Instant::now());
+    let mut receiver = udp::Receiver::new(&socket);
     let mut links = tcp::TcpLinks::new();
     let mut batch = udp::SendBatch::new();
     let mut buf = vec![0u8; RECV_BUFFER];
@@ -343,17 +344,23 @@ async fn shell(
                 if ready.is_err() {
                     continue;
                 }
-                // Datagrams of one wake-up count their delay from it: the
-                // later ones waited for the earlier ones' copies.
+                // Without the kernel's receive time, a datagram's delay
+                // counts from the wake-up that read it.
                 let woke = Instant::now();
                 for _ in 0..READ_BATCH {
-                    match socket.try_recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            core.handle_datagram(Instant::now(), TransportProtocol::UDP, from, &buf[..n]);
+                    match receiver.try_recv(&socket, &mut buf) {
+                        Ok(datagram) => {
+                            let data = &buf[..datagram.len];
+                            core.handle_datagram(Instant::now(), TransportProtocol::UDP, datagram.from, data);
                             // Out before the next one is read: a packet's
                             // copies should not wait for a whole batch's.
                             if send_queued(&mut core, &socket, &links, &mut batch, sent) > 0 {
-                                delays.record(woke, Instant::now());
+                                let done = Instant::now();
+                                let delay = datagram
+                                    .at
+                                    .and_then(|at| SystemTime::now().duration_since(at).ok())
+                                    .unwrap_or_else(|| done.saturating_duration_since(woke));
+                                delays.record(delay, done);
                             }
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,

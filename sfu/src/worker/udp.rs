@@ -1,4 +1,5 @@
-//! Batched UDP sends. A forwarded packet becomes one datagram per
+//! The worker's UDP socket: reads that say when the kernel received each
+//! datagram (`Receiver`), and batched sends. A forwarded packet becomes one datagram per
 //! subscriber, all queued at once; `sendmmsg` hands them to the kernel in
 //! one system call instead of one each, which saves the per-call entry,
 //! socket lookup and locking that perf showed next to the copies
@@ -10,15 +11,99 @@
 
 use super::core::Transmit;
 use bytes::BytesMut;
-use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
-use std::io::{self, IoSlice};
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmsg,
+    sendmmsg, setsockopt, sockopt,
+};
+use nix::sys::time::TimeSpec;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime};
 use tokio::io::Interest;
 
 /// Most datagrams per system call. A 1 → 150 fan-out takes five calls
 /// instead of 150; beyond this the gain per call is small and the stack
 /// arrays built for each call grow.
 pub(super) const BATCH: usize = 32;
+
+/// A datagram read: its length in the buffer, its source, and when the
+/// kernel received it (None if the kernel did not say).
+pub(super) struct Received {
+    pub(super) len: usize,
+    pub(super) from: SocketAddr,
+    pub(super) at: Option<SystemTime>,
+}
+
+/// Reads datagrams with the kernel's receive time (`SO_TIMESTAMPNS`), so
+/// that the forwarding delay counts the time a datagram waited in the
+/// socket while the worker was busy or not scheduled.
+pub(super) struct Receiver {
+    /// Room for the timestamp's control message, allocated once.
+    control: Vec<u8>,
+}
+
+impl Receiver {
+    /// Asks the kernel for receive times on `socket`; if it refuses, reads
+    /// go on without them.
+    pub(super) fn new(socket: &tokio::net::UdpSocket) -> Self {
+        if let Err(err) = setsockopt(socket, sockopt::ReceiveTimestampns, &true) {
+            tracing::debug!(%err, "no receive timestamps on the media socket");
+        }
+        Self {
+            control: nix::cmsg_space!(TimeSpec),
+        }
+    }
+
+    /// The next datagram into `buf`, or `WouldBlock`.
+    pub(super) fn try_recv(
+        &mut self,
+        socket: &tokio::net::UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<Received> {
+        let fd = socket.as_raw_fd();
+        let control = &mut self.control;
+        socket.try_io(Interest::READABLE, || {
+            let mut iov = [IoSliceMut::new(buf)];
+            let msg = recvmsg::<SockaddrStorage>(
+                fd,
+                &mut iov,
+                Some(&mut control[..]),
+                MsgFlags::empty(),
+            )?;
+            let from = msg
+                .address
+                .as_ref()
+                .and_then(socket_addr)
+                .ok_or_else(|| io::Error::other("a datagram without a source address"))?;
+            let at = msg.cmsgs().ok().and_then(|mut cmsgs| {
+                cmsgs.find_map(|cmsg| match cmsg {
+                    ControlMessageOwned::ScmTimestampns(ts) => since_epoch(ts),
+                    _ => None,
+                })
+            });
+            Ok(Received {
+                len: msg.bytes,
+                from,
+                at,
+            })
+        })
+    }
+}
+
+fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+}
+
+fn since_epoch(ts: TimeSpec) -> Option<SystemTime> {
+    let secs = u64::try_from(ts.tv_sec()).ok()?;
+    let nanos = u32::try_from(ts.tv_nsec()).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
 
 /// Datagrams waiting for the next `flush`, with the kernel's message
 /// headers, allocated once.
@@ -195,6 +280,43 @@ mod tests {
                 let (n, _) = receiver.recv_from(&mut buf).expect("a datagram");
                 assert_eq!(&buf[..n], &[expected; 8]);
             }
+        });
+    }
+
+    /// A read gives the datagram, its source and the kernel's receive
+    /// time, which is before the read and not long before.
+    #[test]
+    fn reads_say_who_sent_and_when_the_kernel_got_it() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let mut receiver = Receiver::new(&socket);
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let before = SystemTime::now();
+            peer.send_to(b"hello", socket.local_addr().expect("addr"))
+                .expect("send");
+            socket.readable().await.expect("readable");
+            let mut buf = [0u8; 64];
+            let got = receiver.try_recv(&socket, &mut buf).expect("a datagram");
+            let read = SystemTime::now();
+            assert_eq!(&buf[..got.len], b"hello");
+            assert_eq!(got.from, peer.local_addr().expect("addr"));
+            let at = got.at.expect("the kernel's receive time");
+            assert!(
+                at >= before - Duration::from_millis(5) && at <= read,
+                "{at:?}"
+            );
+            // Nothing more: the next read would block.
+            let next = receiver.try_recv(&socket, &mut buf);
+            assert_eq!(
+                next.err().map(|e| e.kind()),
+                Some(io::ErrorKind::WouldBlock)
+            );
         });
     }
 }
