@@ -64,8 +64,8 @@ impl ServerFigures {
 }
 
 /// The server's own forwarding delay over the window, from its histogram
-/// (`--server-metrics`): from the wake-up that read a datagram to when its
-/// last copy went to the kernel.
+/// (`--server-metrics`): from when the kernel received a datagram to when
+/// its last copy went to the kernel.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DelayFigures {
     /// Datagrams the histogram counted.

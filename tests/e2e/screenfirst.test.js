@@ -1,12 +1,14 @@
 // A viewer whose link cannot carry both of a presenter's videos: the shared
 // screen comes first, as LiveKit serves it. The presenter sends a camera
 // (three simulcast layers, up to some 1.7 Mb/s) and a screen share of one
-// 600 kb/s layer; the viewer's downlink becomes a 900 kb/s link (tc on
-// loopback). Shared equally, each video would get some 400 kb/s: too
-// little for the screen's only layer, which would pause, while the camera
-// went on in a small layer. The slide matters more to a meeting than the
+// layer capped at 500 kb/s (its encoder has overshot a cap by a third on a
+// busy machine); the viewer's downlink becomes a 1000 kb/s link (tc on
+// loopback), which carries the screen alone with room to spare. Shared
+// equally, each video would get some 450 kb/s: too little for the
+// screen's only layer, which would pause, while the camera went on in a
+// smaller layer. The slide matters more to a meeting than the
 // face: the screen must go on at full size, and the camera take what is
-// left (its smallest layer, or nothing).
+// left (a smaller layer, or nothing).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { waitForMediaFrom } from './lib/browser.js';
@@ -14,9 +16,9 @@ import { connectionPorts } from './lib/netloss.js';
 import { loopbackShaper } from './lib/shaper.js';
 import { bandwidthFixture, HD_PUBLISHER, lastEstimate, sleep } from './lib/bandwidth.js';
 
-const LINK_KBPS = 900;
+const LINK_KBPS = 1000;
 const FIFO_BYTES = 120_000;
-const SCREEN = { width: 960, height: 540, fps: 15, bitrate: 600_000 };
+const SCREEN = { width: 960, height: 540, fps: 15, bitrate: 500_000 };
 
 const shared = bandwidthFixture(loopbackShaper);
 
@@ -95,18 +97,20 @@ test('a shared screen keeps its size on a link too small for it and the camera; 
   };
 
   // Both videos arrive in full first: the screen at its size and rate, the
-  // camera on its largest layer once Chrome's publisher sends it.
+  // camera on a large layer (640 wide at least: a publisher short of CPU
+  // may scale its layers down), the two together over the link's rate.
   const full = (s) =>
-    s.screen_share?.width === SCREEN.width && s.kbps.screen > 400 && s.camera?.width >= 1280 && s.kbps.camera > 600;
+    s.screen_share?.width === SCREEN.width &&
+    s.kbps.screen > 350 &&
+    s.camera?.width >= 640 &&
+    s.kbps.screen + s.kbps.camera > LINK_KBPS + 100;
   let clear;
   for (let i = 0; i < 40; i++) {
     await sleep(1000);
     clear = await sample('clear');
     if (full(clear)) break;
   }
-  assert.ok(full(clear), `the screen at full size and the camera on its largest layer: ${JSON.stringify(clear)}`);
-  // Together over the link: it cannot carry both.
-  assert.ok(clear.kbps.screen + clear.kbps.camera > LINK_KBPS, `more than the link: ${JSON.stringify(clear)}`);
+  assert.ok(full(clear), `the screen at full size, the camera large, both over the link: ${JSON.stringify(clear)}`);
 
   const ports = await connectionPorts(viewer, 'subscriber');
   assert.equal(ports?.protocol, 'udp', JSON.stringify(ports));
@@ -136,11 +140,11 @@ test('a shared screen keeps its size on a link too small for it and the camera; 
   // The screen goes on at its size: the canvas makes 15 frames a second,
   // of which the encoder keeps what its bitrate allows.
   assert.deepEqual(summary.screenWidths, [SCREEN.width], `the screen keeps its size: ${JSON.stringify(summary)}`);
-  assert.ok(summary.screenFps >= 4, `the screen goes on: ${JSON.stringify(summary)}`);
-  assert.ok(summary.screenKbps >= 300, `the screen keeps its share of the link: ${JSON.stringify(summary)}`);
-  // The camera takes what is left: its smallest layer, or a pause.
+  assert.ok(summary.screenFps >= 8, `the screen goes on: ${JSON.stringify(summary)}`);
   assert.ok(
-    held.every((s) => !s.camera || s.camera.width <= 320 || s.kbps.camera < 50),
-    `the camera gives way: ${JSON.stringify(summary)}`,
+    summary.screenKbps >= 0.6 * clear.kbps.screen,
+    `the screen keeps its rate: ${JSON.stringify(summary)}`,
   );
+  // The camera takes what is left: a smaller layer, or a pause.
+  assert.ok(summary.cameraKbps < 0.8 * clear.kbps.camera, `the camera gives way: ${JSON.stringify(summary)}`);
 });

@@ -140,13 +140,15 @@ test('dynacast stops the layers nobody watches at the publisher', async () => {
   );
   let layers = [];
   for (let i = 0; i < 8 && layers.join() !== 'q'; i++) layers = await growing();
-  const active = await dyn.evaluate(() =>
-    window.salonRoom.localParticipant
-      .getTrackPublication('camera')
-      .track.sender.getParameters()
-      .encodings.map((e) => `${e.rid}:${e.active}`)
-      .join(' '),
-  );
+  const activeEncodings = () =>
+    dyn.evaluate(() =>
+      window.salonRoom.localParticipant
+        .getTrackPublication('camera')
+        .track.sender.getParameters()
+        .encodings.map((e) => `${e.rid}:${e.active}`)
+        .join(' '),
+    );
+  const active = await activeEncodings();
   assert.deepEqual(layers, ['q'], `only the watched layer is still encoded (encodings ${active})`);
   // The viewer still decodes it.
   const low = await waitForDecoding(vic, 'dyn', 'the low layer', (s) => s.frameWidth <= 320);
@@ -159,7 +161,14 @@ test('dynacast stops the layers nobody watches at the publisher', async () => {
   );
   // A layer up resumes: twice the low layer's width at least, which is
   // 640 or more, unless a publisher short of CPU scaled all its layers down.
-  const high = await waitForDecoding(vic, 'dyn', 'the high layer once resumed', (s) => s.frameWidth >= 2 * low.frameWidth);
+  let high;
+  try {
+    high = await waitForDecoding(vic, 'dyn', 'the high layer once resumed', (s) => s.frameWidth >= 2 * low.frameWidth);
+  } catch (err) {
+    // Which side stopped: did the publisher resume its layers?
+    console.log(`publisher encodes ${JSON.stringify(await growing())}, encodings ${await activeEncodings()}`);
+    throw err;
+  }
   const publisherLimit = await dyn.evaluate(async () => {
     const track = window.salonRoom.localParticipant.getTrackPublication('camera').track;
     const out = [];

@@ -338,7 +338,10 @@ async fn shell(
     let mut batch = udp::SendBatch::new();
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
-        let deadline = core.poll_timeout();
+        let deadline = match (core.poll_timeout(), delays.due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             ready = socket.readable() => {
                 if ready.is_err() {
@@ -356,6 +359,9 @@ async fn shell(
                             // copies should not wait for a whole batch's.
                             if send_queued(&mut core, &socket, &links, &mut batch, sent) > 0 {
                                 let done = Instant::now();
+                                // The kernel's time is the wall clock's: a
+                                // clock step shows as one odd delay, or (a
+                                // step back) as a delay from the wake-up.
                                 let delay = datagram
                                     .at
                                     .and_then(|at| SystemTime::now().duration_since(at).ok())
