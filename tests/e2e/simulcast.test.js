@@ -5,11 +5,13 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSdkFixture } from './lib/sdk.js';
 import { waitForMediaFrom } from './lib/browser.js';
+import { BANDWIDTH_LOG, salonLog } from './lib/bandwidth.js';
 
 let fx;
 
 before(async () => {
-  fx = await startSdkFixture();
+  // With each subscriber's estimate in the log, for a failure to show.
+  fx = await startSdkFixture({ salonEnv: { RUST_LOG: BANDWIDTH_LOG } });
 });
 
 after(async () => {
@@ -165,8 +167,11 @@ test('dynacast stops the layers nobody watches at the publisher', async () => {
   try {
     high = await waitForDecoding(vic, 'dyn', 'the high layer once resumed', (s) => s.frameWidth >= 2 * low.frameWidth);
   } catch (err) {
-    // Which side stopped: did the publisher resume its layers?
+    // Which side stopped: did the publisher resume its layers, and what
+    // did Salon make of the viewer's link?
     console.log(`publisher encodes ${JSON.stringify(await growing())}, encodings ${await activeEncodings()}`);
+    const lines = salonLog(fx.salon).filter((l) => /bandwidth (estimate|probe)|stream state/.test(l));
+    console.log(`salon, last of ${lines.length} lines on bandwidth:\n${lines.slice(-40).join('\n')}`);
     throw err;
   }
   const publisherLimit = await dyn.evaluate(async () => {
