@@ -120,8 +120,6 @@ impl NodeMetrics {
 pub(crate) struct DelayRecorder {
     local: LocalHistogram,
     flushed: Instant,
-    /// Delays recorded since the last flush.
-    pending: bool,
 }
 
 impl DelayRecorder {
@@ -129,7 +127,6 @@ impl DelayRecorder {
         Self {
             local: histogram.local(),
             flushed: now,
-            pending: false,
         }
     }
 
@@ -137,14 +134,14 @@ impl DelayRecorder {
     /// `delay` after it arrived.
     pub(crate) fn record(&mut self, delay: Duration, now: Instant) {
         self.local.observe(delay.as_secs_f64());
-        self.pending = true;
         self.tick(now);
     }
 
     /// When the worker should wake to flush, if delays are waiting: a
     /// worker that went quiet still shows its last ones.
     pub(crate) fn due(&self) -> Option<Instant> {
-        self.pending.then(|| self.flushed + FLUSH_INTERVAL)
+        // The local copy counts what it holds, and a flush empties it.
+        (self.local.get_sample_count() > 0).then(|| self.flushed + FLUSH_INTERVAL)
     }
 
     /// Flushes if a second has passed since the last flush.
@@ -152,7 +149,6 @@ impl DelayRecorder {
         if now.saturating_duration_since(self.flushed) >= FLUSH_INTERVAL {
             self.local.flush();
             self.flushed = now;
-            self.pending = false;
         }
     }
 }
