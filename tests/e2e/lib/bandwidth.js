@@ -18,14 +18,20 @@ export const BANDWIDTH_LOG = `${process.env.RUST_LOG ?? 'info'},salon_sfu::worke
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/// What the publisher on `page` sends on each simulcast layer, by rid.
+/// What the publisher on `page` sends on each simulcast layer, by rid, and
+/// what limits it (Chrome's qualityLimitationReason: none, cpu, bandwidth).
 export async function publisherLayers(page) {
   return page.evaluate(async () => {
     const track = window.salonRoom.localParticipant.getTrackPublication('camera').track;
     const out = {};
     (await track.sender.getStats()).forEach((s) => {
       if (s.type === 'outbound-rtp' && s.rid) {
-        out[s.rid] = { width: s.frameWidth ?? 0, frames: s.framesEncoded ?? 0, bytes: s.bytesSent ?? 0 };
+        out[s.rid] = {
+          width: s.frameWidth ?? 0,
+          frames: s.framesEncoded ?? 0,
+          bytes: s.bytesSent ?? 0,
+          limitation: s.qualityLimitationReason ?? '',
+        };
       }
     });
     return out;
