@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSdkFixture } from './lib/sdk.js';
 import { waitForMediaFrom } from './lib/browser.js';
-import { BANDWIDTH_LOG, HD_PUBLISHER, publisherLayers, salonLog } from './lib/bandwidth.js';
+import { BANDWIDTH_LOG, HD_PUBLISHER, publisherLayers, publisherUplink, salonLog } from './lib/bandwidth.js';
 
 let fx;
 
@@ -107,6 +107,13 @@ test('dynacast stops the layers nobody watches at the publisher', async () => {
   const dyn = await fx.joinWithSdk('dyn', 'dynacast-room', {}, { ...HD_PUBLISHER, dynacast: true });
   const vic = await fx.joinWithSdk('vic', 'dynacast-room', {}, { adaptiveStream: false });
   await waitForMediaFrom(vic, 'dyn');
+  // The publisher's own uplink estimate each second ('|' when the viewer
+  // asks for more): what lets its encoder send the layers it resumes.
+  const uplink = [];
+  const sampling = setInterval(() => {
+    publisherUplink(dyn).then((bps) => uplink.push(Math.round((bps ?? 0) / 1000)), () => {});
+  }, 1000);
+  sampling.unref();
 
   /// Frames the publisher has encoded per simulcast layer. Frames, not
   /// bytes: a paused layer may still send retransmissions the SFU asked for
@@ -160,26 +167,21 @@ test('dynacast stops the layers nobody watches at the publisher', async () => {
   // Then the viewer gets a larger layer, once the publisher sends one:
   // twice the low layer's width at least, which is 640 or more unless a
   // publisher short of CPU scaled all its layers down.
+  uplink.push('|');
   let high;
   try {
     high = await waitForDecoding(vic, 'dyn', 'the high layer once resumed', (s) => s.frameWidth >= 2 * low.frameWidth);
   } catch (err) {
+    clearInterval(sampling);
+    console.log(`publisher's uplink estimate each second (kb/s): ${uplink.join(' ')}`);
     const encoding = await growing();
     const why = await publisherLayers(dyn);
     const lines = salonLog(fx.salon).filter((l) => /bandwidth (estimate|probe)|stream state/.test(l));
     console.log(`publisher encodes ${JSON.stringify(encoding)} (${JSON.stringify(why)}), encodings ${await activeEncodings()}`);
     console.log(`salon, last of ${lines.length} lines on bandwidth:\n${lines.slice(-40).join('\n')}`);
-    // A known, open problem (issue 4's notes): after its upper layers were
-    // paused for half a minute, Chrome's own uplink estimate sometimes
-    // keeps it from encoding them again ('bandwidth'), so there is nothing
-    // larger to forward. Whether the transport-wide feedback Salon gives
-    // the publisher is to blame is not known yet. Only that case passes,
-    // loudly; a larger layer sent and not forwarded fails.
-    if (JSON.stringify(encoding) === '["q"]' && why.h?.limitation === 'bandwidth') {
-      console.log('KNOWN PROBLEM: the publisher does not encode its resumed layers (its uplink estimate)');
-      return;
-    }
     throw err;
   }
+  clearInterval(sampling);
+  console.log(`publisher's uplink estimate each second (kb/s): ${uplink.join(' ')}`);
   console.log(`low ${low.frameWidth} wide, then ${high.frameWidth}; publisher's layers: ${JSON.stringify(await publisherLayers(dyn))}`);
 });

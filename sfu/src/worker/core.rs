@@ -188,11 +188,13 @@ impl WorkerCore {
         }
     }
 
-    /// A datagram that arrived on the worker's UDP socket, or a frame of an
-    /// ICE-TCP connection. Returns false if it belongs to no connection.
+    /// A datagram that arrived on the worker's UDP socket at `arrived`
+    /// (the kernel's time, at or before `now`), or a frame of an ICE-TCP
+    /// connection. Returns false if it belongs to no connection.
     pub(crate) fn handle_datagram(
         &mut self,
         now: Instant,
+        arrived: Instant,
         protocol: TransportProtocol,
         from: SocketAddr,
         datagram: &[u8],
@@ -208,8 +210,10 @@ impl WorkerCore {
             TransportProtocol::TCP => self.tcp_addr.unwrap_or(self.udp_addr),
             _ => self.udp_addr,
         };
+        // The connection's time for it: the transport-wide feedback to a
+        // publisher reports it as the packet's arrival.
         let message = TaggedBytesMut {
-            now,
+            now: arrived,
             transport: TransportContext {
                 local_addr,
                 peer_addr: from,
@@ -1264,7 +1268,8 @@ mod tests {
     fn datagrams_for_no_connection_are_refused() {
         let (mut core, _tx) = core();
         let from = SocketAddr::from(([127, 0, 0, 1], 5000));
-        assert!(!core.handle_datagram(Instant::now(), TransportProtocol::UDP, from, b"\x80junk"));
+        let now = Instant::now();
+        assert!(!core.handle_datagram(now, now, TransportProtocol::UDP, from, b"\x80junk"));
         assert!(core.poll_transmit().is_none());
     }
 }

@@ -334,6 +334,7 @@ async fn shell(
     let sent = &metrics.datagrams_sent;
     let mut delays = DelayRecorder::new(&metrics.forward_delay, Instant::now());
     let mut receiver = udp::Receiver::new(&socket);
+    let mut arrivals = udp::ArrivalClock::default();
     let mut links = tcp::TcpLinks::new();
     let mut batch = udp::SendBatch::new();
     let mut buf = vec![0u8; RECV_BUFFER];
@@ -347,26 +348,18 @@ async fn shell(
                 if ready.is_err() {
                     continue;
                 }
-                // Without the kernel's receive time, a datagram's delay
-                // counts from the wake-up that read it.
-                let woke = Instant::now();
                 for _ in 0..READ_BATCH {
                     match receiver.try_recv(&socket, &mut buf) {
                         Ok(datagram) => {
                             let data = &buf[..datagram.len];
-                            core.handle_datagram(Instant::now(), TransportProtocol::UDP, datagram.from, data);
+                            let now = Instant::now();
+                            let arrived = arrivals.arrival(now, SystemTime::now(), datagram.at);
+                            core.handle_datagram(now, arrived, TransportProtocol::UDP, datagram.from, data);
                             // Out before the next one is read: a packet's
                             // copies should not wait for a whole batch's.
                             if send_queued(&mut core, &socket, &links, &mut batch, sent) > 0 {
                                 let done = Instant::now();
-                                // The kernel's time is the wall clock's: a
-                                // clock step shows as one odd delay, or (a
-                                // step back) as a delay from the wake-up.
-                                let delay = datagram
-                                    .at
-                                    .and_then(|at| SystemTime::now().duration_since(at).ok())
-                                    .unwrap_or_else(|| done.saturating_duration_since(woke));
-                                delays.record(delay, done);
+                                delays.record(done.saturating_duration_since(arrived), done);
                             }
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -381,7 +374,8 @@ async fn shell(
             },
             Some(input) = links.inputs.recv() => match input {
                 tcp::TcpInput::Frame(from, frame) => {
-                    if !core.handle_datagram(Instant::now(), TransportProtocol::TCP, from, &frame) {
+                    let now = Instant::now();
+                    if !core.handle_datagram(now, now, TransportProtocol::TCP, from, &frame) {
                         links.close(from);
                     }
                 }

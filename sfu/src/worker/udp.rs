@@ -19,7 +19,7 @@ use nix::sys::time::TimeSpec;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::Interest;
 
 /// Most datagrams per system call. A 1 → 150 fan-out takes five calls
@@ -103,6 +103,44 @@ fn since_epoch(ts: TimeSpec) -> Option<SystemTime> {
     let secs = u64::try_from(ts.tv_sec()).ok()?;
     let nanos = u32::try_from(ts.tv_nsec()).ok()?;
     SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+/// Turns the kernel's receive times (wall clock) into the worker's
+/// monotonic clock. Peer connections take a datagram's time as its arrival:
+/// it is what the transport-wide feedback tells a publisher's browser, and
+/// what the receiver reports' jitter is made of. Timed at the read, every
+/// moment the worker waited for a core would show as a queue on the
+/// publisher's uplink, and the browser's estimate would fall for it (on a
+/// busy two-core machine, often); the kernel's time is the packet's own.
+#[derive(Debug, Default)]
+pub(super) struct ArrivalClock {
+    last: Option<Instant>,
+}
+
+impl ArrivalClock {
+    /// When a datagram the kernel stamped `at` arrived, on the monotonic
+    /// clock that reads `now` while the wall clock reads `wall`: never
+    /// after `now`, and never before the previous datagram's arrival, so
+    /// that a step of the wall clock cannot send time backwards. Without
+    /// the kernel's time, `now`.
+    pub(super) fn arrival(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        at: Option<SystemTime>,
+    ) -> Instant {
+        let waited = at.and_then(|at| wall.duration_since(at).ok());
+        let mut arrived = waited
+            .and_then(|waited| now.checked_sub(waited))
+            .unwrap_or(now);
+        // The last arrival was no later than the last `now`, so no later
+        // than this one.
+        if let Some(last) = self.last {
+            arrived = arrived.max(last);
+        }
+        self.last = Some(arrived);
+        arrived
+    }
 }
 
 /// Datagrams waiting for the next `flush`, with the kernel's message
@@ -281,6 +319,48 @@ mod tests {
                 assert_eq!(&buf[..n], &[expected; 8]);
             }
         });
+    }
+
+    /// The kernel's time becomes the monotonic clock's, as long before
+    /// `now` as it was before the wall clock's reading.
+    #[test]
+    fn arrivals_are_when_the_kernel_got_the_datagram() {
+        let mut clock = ArrivalClock::default();
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let at = wall - Duration::from_millis(7);
+        assert_eq!(
+            clock.arrival(now, wall, Some(at)),
+            now - Duration::from_millis(7)
+        );
+        // Without the kernel's time: the read's.
+        let later = now + Duration::from_millis(1);
+        assert_eq!(clock.arrival(later, wall, None), later);
+    }
+
+    /// A wall clock stepped forward or back never puts an arrival after
+    /// the read or before the datagram that came before it.
+    #[test]
+    fn arrivals_never_go_back_or_ahead() {
+        let mut clock = ArrivalClock::default();
+        let now = Instant::now() + Duration::from_secs(10);
+        let wall = SystemTime::now();
+        let first = clock.arrival(now, wall, Some(wall - Duration::from_millis(2)));
+        // The wall clock stepped back an hour: the datagram seems older.
+        let next = clock.arrival(
+            now + Duration::from_millis(1),
+            wall - Duration::from_secs(3600),
+            Some(wall - Duration::from_millis(1)),
+        );
+        assert_eq!(next, now + Duration::from_millis(1));
+        // Stepped forward: the datagram seems to have waited an hour.
+        let after = clock.arrival(
+            now + Duration::from_millis(2),
+            wall + Duration::from_secs(3600),
+            Some(wall),
+        );
+        assert_eq!(after, next);
+        assert!(first < next);
     }
 
     /// A read gives the datagram, its source and the kernel's receive

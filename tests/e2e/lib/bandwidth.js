@@ -38,6 +38,22 @@ export async function publisherLayers(page) {
   });
 }
 
+/// The publisher's own estimate of its uplink, in bits per second (Chrome's
+/// availableOutgoingBitrate on the connection the camera is sent on), if
+/// it has one.
+export async function publisherUplink(page) {
+  return page.evaluate(async () => {
+    const track = window.salonRoom.localParticipant.getTrackPublication('camera').track;
+    let rate;
+    (await track.sender.getStats()).forEach((s) => {
+      if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate !== undefined) {
+        rate = s.availableOutgoingBitrate;
+      }
+    });
+    return rate;
+  });
+}
+
 /// Salon's log so far, a line each.
 export function salonLog(salon) {
   return (
