@@ -52,7 +52,8 @@ impl NodeMetrics {
             HistogramOpts::new(
                 "salon_forward_delay_seconds",
                 "From when the kernel received a UDP datagram (or, where it does not say, \
-                 when the worker read it) to when the last datagram it caused (its copies \
+                 when the worker read it; for ICE-TCP, when the read that completed the frame \
+                 returned) to when the last datagram it caused (its copies \
                  to subscribers, a retransmission, a reply) was sent or queued for ICE-TCP",
             )
             .buckets(DELAY_BUCKETS.to_vec()),

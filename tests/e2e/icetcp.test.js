@@ -9,7 +9,10 @@ import { waitForMediaFrom } from './lib/browser.js';
 let fx;
 
 before(async () => {
-  fx = await startSdkFixture({ browserArgs: ['--webrtc-ip-handling-policy=disable_non_proxied_udp'] });
+  fx = await startSdkFixture({
+    browserArgs: ['--webrtc-ip-handling-policy=disable_non_proxied_udp'],
+    salonArgs: ['--prometheus-port', '0'],
+  });
 });
 
 after(async () => {
@@ -46,4 +49,16 @@ test('with UDP blocked, participants meet over ICE-TCP', async () => {
   const transport = await cameraTransport(tom, 'tia');
   assert.equal(transport?.local, 'tcp', `tom receives over ${JSON.stringify(transport)}`);
   assert.equal(transport?.remote, 'tcp');
+  // Media that came over TCP is timed like UDP's: the forwarding delay
+  // histogram counts it (nothing else reaches this salon).
+  const url = fx.salon.output().match(/Prometheus metrics at (http:\/\/\S+)/)?.[1];
+  assert.ok(url, 'salon says where its metrics are');
+  const count = async () => {
+    const text = await (await fetch(url)).text();
+    return Number(text.match(/^salon_forward_delay_seconds_count (\S+)$/m)?.[1] ?? 0);
+  };
+  const first = await count();
+  await new Promise((r) => setTimeout(r, 1500));
+  const later = await count();
+  assert.ok(later > first && first > 0, `forwarding delays counted over ICE-TCP: ${first}, then ${later}`);
 });

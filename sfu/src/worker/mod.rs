@@ -373,10 +373,13 @@ async fn shell(
                 Err(err) => tracing::debug!(%err, "ICE-TCP accept"),
             },
             Some(input) = links.inputs.recv() => match input {
-                tcp::TcpInput::Frame(from, frame) => {
-                    let now = Instant::now();
-                    if !core.handle_datagram(now, now, TransportProtocol::TCP, from, &frame) {
+                tcp::TcpInput::Frame(from, frame, read_at) => {
+                    if !core.handle_datagram(Instant::now(), read_at, TransportProtocol::TCP, from, &frame) {
                         links.close(from);
+                    }
+                    if send_queued(&mut core, &socket, &links, &mut batch, sent) > 0 {
+                        let done = Instant::now();
+                        delays.record(done.saturating_duration_since(read_at), done);
                     }
                 }
                 tcp::TcpInput::Closed(from) => links.close(from),

@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use rtc::shared::tcp_framing::TcpFrameDecoder;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -28,7 +29,10 @@ const READ_QUEUE: usize = 1024;
 const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(super) enum TcpInput {
-    Frame(SocketAddr, Vec<u8>),
+    /// A frame, and when the read that completed it returned: its arrival,
+    /// as the kernel's time is a UDP datagram's (a frame may wait in the
+    /// queue behind a worker busy with a batch of UDP).
+    Frame(SocketAddr, Vec<u8>, Instant),
     Closed(SocketAddr),
 }
 
@@ -90,9 +94,14 @@ async fn read_frames(mut read: OwnedReadHalf, from: SocketAddr, inputs: mpsc::Se
         match tokio::time::timeout(IDLE_TIMEOUT, read.read(&mut buf)).await {
             Err(_) | Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => {
+                let read_at = Instant::now();
                 decoder.extend_from_slice(&buf[..n]);
                 while let Some(frame) = decoder.next_packet() {
-                    if inputs.send(TcpInput::Frame(from, frame)).await.is_err() {
+                    if inputs
+                        .send(TcpInput::Frame(from, frame, read_at))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

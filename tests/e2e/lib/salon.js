@@ -20,12 +20,12 @@ export async function spawnSalon(args, ready, env = {}) {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', ...env },
   });
   let log = '';
+  let out = '';
   proc.stderr.on('data', (d) => {
     log += d;
   });
   const match = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`salon ${args[0]} did not start:\n${log}`)), 20000);
-    let out = '';
     proc.stdout.on('data', (d) => {
       out += d;
       const m = out.match(ready);
@@ -45,6 +45,9 @@ export async function spawnSalon(args, ready, env = {}) {
     match,
     exited,
     log: () => log,
+    /// What it printed on its standard output (where to open it, where
+    /// its metrics are).
+    output: () => out,
     alive: () => proc.exitCode === null && proc.signalCode === null,
     async stop(signal = 'SIGINT') {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
@@ -72,6 +75,7 @@ export async function startSalon(extraArgs = [], env = {}) {
     apiKey: 'devkey',
     apiSecret: 'secret',
     log: salon.log,
+    output: salon.output,
     alive: salon.alive,
     /// Local UDP ports of sockets the salon process holds open.
     udpPorts() {

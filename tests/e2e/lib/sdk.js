@@ -9,8 +9,8 @@ import { launchBrowser, newPage } from './browser.js';
 
 /// `browserArgs` add to chromium's flags (see `launchBrowser`); `salonEnv`
 /// to salon's environment (see `startSalon`).
-export async function startSdkFixture({ browserArgs = [], salonEnv = {} } = {}) {
-  const salon = await startSalon([], salonEnv);
+export async function startSdkFixture({ browserArgs = [], salonEnv = {}, salonArgs = [] } = {}) {
+  const salon = await startSalon(salonArgs, salonEnv);
   const pages = await servePages();
   const browser = await launchBrowser(browserArgs);
 
