@@ -103,7 +103,7 @@ test('a hidden video (adaptive stream) stops its stream until shown again', asyn
   assert.ok(resumed.bytesReceived > before.bytesReceived);
 });
 
-test('dynacast stops the layers nobody watches at the publisher', async () => {
+test('dynacast stops the layers nobody watches at the publisher', async (t) => {
   const dyn = await fx.joinWithSdk('dyn', 'dynacast-room', {}, { ...HD_PUBLISHER, dynacast: true });
   const vic = await fx.joinWithSdk('vic', 'dynacast-room', {}, { adaptiveStream: false });
   await waitForMediaFrom(vic, 'dyn');
@@ -114,6 +114,7 @@ test('dynacast stops the layers nobody watches at the publisher', async () => {
     publisherUplink(dyn).then((bps) => uplink.push(Math.round((bps ?? 0) / 1000)), () => {});
   }, 1000);
   sampling.unref();
+  t.after(() => clearInterval(sampling));
 
   /// Frames the publisher has encoded per simulcast layer. Frames, not
   /// bytes: a paused layer may still send retransmissions the SFU asked for

@@ -316,7 +316,7 @@ fn run(
             }
         };
         tracing::info!(%udp_addr, %tcp_addr, "media worker listening (UDP, ICE-TCP)");
-        let clock = (Instant::now(), std::time::SystemTime::now());
+        let clock = (Instant::now(), SystemTime::now());
         let core =
             self::core::WorkerCore::new(udp_addr, Some(tcp_addr), handle.tx.downgrade(), clock);
         drop(handle);
@@ -348,12 +348,13 @@ async fn shell(
                 if ready.is_err() {
                     continue;
                 }
+                let anchor = udp::Anchor::read();
                 for _ in 0..READ_BATCH {
                     match receiver.try_recv(&socket, &mut buf) {
                         Ok(datagram) => {
                             let data = &buf[..datagram.len];
                             let now = Instant::now();
-                            let arrived = arrivals.arrival(now, SystemTime::now(), datagram.at);
+                            let arrived = arrivals.arrival(now, anchor, datagram.at);
                             core.handle_datagram(now, arrived, TransportProtocol::UDP, datagram.from, data);
                             // Out before the next one is read: a packet's
                             // copies should not wait for a whole batch's.

@@ -117,21 +117,57 @@ pub(super) struct ArrivalClock {
     last: Option<Instant>,
 }
 
+/// The two clocks read together (`Anchor::read`), once per wake-up: their
+/// offset holds until the wall clock is stepped.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Anchor {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl Anchor {
+    /// The wall clock read between two reads of the monotonic one, matched
+    /// with their midpoint: a thread descheduled between the reads moves
+    /// the match by half that time at most, not all of it.
+    pub(super) fn read() -> Self {
+        let before = Instant::now();
+        let wall = SystemTime::now();
+        let after = Instant::now();
+        Self {
+            instant: before + after.saturating_duration_since(before) / 2,
+            wall,
+        }
+    }
+
+    /// `at` on the monotonic clock.
+    fn instant_of(&self, at: SystemTime) -> Option<Instant> {
+        match at.duration_since(self.wall) {
+            Ok(later) => self.instant.checked_add(later),
+            Err(earlier) => self.instant.checked_sub(earlier.duration()),
+        }
+    }
+}
+
+/// A datagram said to have waited in the socket longer than this did not:
+/// the wall clock was stepped meanwhile. Its arrival is its read.
+const MAX_SOCKET_WAIT: Duration = Duration::from_secs(1);
+
 impl ArrivalClock {
-    /// When a datagram the kernel stamped `at` arrived, on the monotonic
-    /// clock that reads `now` while the wall clock reads `wall`: never
-    /// after `now`, and never before the previous datagram's arrival, so
-    /// that a step of the wall clock cannot send time backwards. Without
+    /// When a datagram the kernel stamped `at` and read at `now` arrived:
+    /// never after `now`, never before the previous datagram's arrival,
+    /// and never `MAX_SOCKET_WAIT` before `now`, so that a step of the
+    /// wall clock cannot send time backwards or far into the past. Without
     /// the kernel's time, `now`.
     pub(super) fn arrival(
         &mut self,
         now: Instant,
-        wall: SystemTime,
+        anchor: Anchor,
         at: Option<SystemTime>,
     ) -> Instant {
-        let waited = at.and_then(|at| wall.duration_since(at).ok());
-        let mut arrived = waited
-            .and_then(|waited| now.checked_sub(waited))
+        let mut arrived = at
+            .and_then(|at| anchor.instant_of(at))
+            .map(|arrived| arrived.min(now))
+            .filter(|&arrived| now.saturating_duration_since(arrived) <= MAX_SOCKET_WAIT)
             .unwrap_or(now);
         // The last arrival was no later than the last `now`, so no later
         // than this one.
@@ -321,46 +357,71 @@ mod tests {
         });
     }
 
+    /// An anchor read at a known offset between the two clocks.
+    fn anchor(instant: Instant, wall: SystemTime) -> Anchor {
+        Anchor { instant, wall }
+    }
+
     /// The kernel's time becomes the monotonic clock's, as long before
-    /// `now` as it was before the wall clock's reading.
+    /// the anchor's instant as it was before the anchor's wall time.
     #[test]
     fn arrivals_are_when_the_kernel_got_the_datagram() {
         let mut clock = ArrivalClock::default();
         let now = Instant::now();
         let wall = SystemTime::now();
         let at = wall - Duration::from_millis(7);
+        let a = anchor(now, wall);
         assert_eq!(
-            clock.arrival(now, wall, Some(at)),
+            clock.arrival(now, a, Some(at)),
             now - Duration::from_millis(7)
         );
+        // Read later, from the same anchor: a datagram the kernel got after
+        // the anchor was read.
+        let later = now + Duration::from_millis(3);
+        let got = wall + Duration::from_millis(2);
+        assert_eq!(
+            clock.arrival(later, a, Some(got)),
+            now + Duration::from_millis(2)
+        );
         // Without the kernel's time: the read's.
-        let later = now + Duration::from_millis(1);
-        assert_eq!(clock.arrival(later, wall, None), later);
+        let last = now + Duration::from_millis(4);
+        assert_eq!(clock.arrival(last, a, None), last);
+        // A read anchors the clocks between its two monotonic readings.
+        let before = Instant::now();
+        let read = Anchor::read();
+        assert!(read.instant >= before && read.instant <= Instant::now());
     }
 
     /// A wall clock stepped forward or back never puts an arrival after
-    /// the read or before the datagram that came before it.
+    /// the read, before the datagram that came before it, or far back.
     #[test]
     fn arrivals_never_go_back_or_ahead() {
         let mut clock = ArrivalClock::default();
         let now = Instant::now() + Duration::from_secs(10);
         let wall = SystemTime::now();
-        let first = clock.arrival(now, wall, Some(wall - Duration::from_millis(2)));
-        // The wall clock stepped back an hour: the datagram seems older.
-        let next = clock.arrival(
-            now + Duration::from_millis(1),
-            wall - Duration::from_secs(3600),
-            Some(wall - Duration::from_millis(1)),
+        let first = clock.arrival(
+            now,
+            anchor(now, wall),
+            Some(wall - Duration::from_millis(2)),
         );
-        assert_eq!(next, now + Duration::from_millis(1));
-        // Stepped forward: the datagram seems to have waited an hour.
-        let after = clock.arrival(
-            now + Duration::from_millis(2),
-            wall + Duration::from_secs(3600),
-            Some(wall),
+        assert_eq!(first, now - Duration::from_millis(2));
+        // Stepped forward an hour after the anchor was read: the kernel's
+        // time maps to an hour after the read, and the read it is.
+        let read = now + Duration::from_millis(1);
+        let stamped = wall + Duration::from_secs(3600);
+        assert_eq!(clock.arrival(read, anchor(now, wall), Some(stamped)), read);
+        // Stepped back an hour: the datagram seems to have waited an hour
+        // in the socket, which it did not.
+        let next = now + Duration::from_millis(2);
+        let stamped = wall - Duration::from_secs(3600);
+        assert_eq!(clock.arrival(next, anchor(now, wall), Some(stamped)), next);
+        // Stamped a little before the last arrival: no earlier than it.
+        let again = clock.arrival(
+            next,
+            anchor(now, wall),
+            Some(wall - Duration::from_millis(5)),
         );
-        assert_eq!(after, next);
-        assert!(first < next);
+        assert_eq!(again, next);
     }
 
     /// A read gives the datagram, its source and the kernel's receive
