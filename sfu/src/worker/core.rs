@@ -82,6 +82,10 @@ pub(crate) struct Connection {
     /// Publisher connections: how far Salon's clock is from the client's,
     /// by its sender reports (`clock.rs`).
     clock_offset: ClockOffset,
+    /// When the peer's last datagram arrived (the kernel's time): what a
+    /// sender report it carried is timed by, so that a worker waiting for
+    /// a core does not make the client's clock look late.
+    last_arrival: Option<Instant>,
 }
 
 impl Connection {
@@ -222,6 +226,7 @@ impl WorkerCore {
             },
             message: BytesMut::from(datagram),
         };
+        conn.last_arrival = Some(arrived);
         match guarded(|| conn.pc.handle_read(message)) {
             Some(Ok(())) => {}
             // Whatever a peer sends, it only ever costs it its own packet.
@@ -515,6 +520,7 @@ impl WorkerCore {
             outbound: None,
             peer: None,
             clock_offset: ClockOffset::default(),
+            last_arrival: None,
         };
         let mut candidates = vec![host_candidate(self.udp_addr, TcpType::Unspecified)?];
         if let Some(tcp) = self.tcp_addr {
@@ -608,8 +614,12 @@ impl WorkerCore {
             let mut inbox = std::mem::take(&mut self.inbox);
             let mut events = std::mem::take(&mut self.events);
             let mut reports = std::mem::take(&mut self.sender_reports);
+            // Sender reports come only in datagrams, each flushed as it
+            // is read: the connection's last arrival is theirs.
+            let mut reported_at = now;
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.dirty = false;
+                reported_at = conn.last_arrival.unwrap_or(now);
                 let transmits = &mut self.transmits;
                 let polled = guarded(|| {
                     while let Some(event) = conn.pc.poll_event() {
@@ -648,7 +658,7 @@ impl WorkerCore {
                 self.on_message(now, id, message);
             }
             for (ssrc, ntp, rtp) in reports.drain(..) {
-                self.on_sender_report(now, id, ssrc, ntp, rtp);
+                self.on_sender_report(reported_at, id, ssrc, ntp, rtp);
             }
             self.inbox = inbox;
             self.events = events;
@@ -777,11 +787,11 @@ impl WorkerCore {
         }
     }
 
-    /// A publisher's sender report: RTP time `rtp` of stream `ssrc` was
-    /// `ntp` on its clock. For the reports of the stream's copies (lip
-    /// sync); it finds its track by its SSRC.
-    fn on_sender_report(&mut self, now: Instant, id: ConnId, ssrc: u32, ntp: Ntp, rtp: u32) {
-        let arrived = Ntp::from_wall(self.wall(now));
+    /// A publisher's sender report, which arrived at `at`: RTP time `rtp`
+    /// of stream `ssrc` was `ntp` on its clock. For the reports of the
+    /// stream's copies (lip sync); it finds its track by its SSRC.
+    fn on_sender_report(&mut self, at: Instant, id: ConnId, ssrc: u32, ntp: Ntp, rtp: u32) {
+        let arrived = Ntp::from_wall(self.wall(at));
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
