@@ -49,12 +49,13 @@ test('with UDP blocked, participants meet over ICE-TCP', async () => {
   const transport = await cameraTransport(tom, 'tia');
   assert.equal(transport?.local, 'tcp', `tom receives over ${JSON.stringify(transport)}`);
   assert.equal(transport?.remote, 'tcp');
-  // Media that came over TCP is timed like UDP's: the forwarding delay
-  // histogram counts it (nothing else reaches this salon).
+  // What came over TCP is timed like UDP's: the forwarding delay
+  // histogram counts it (nothing else reaches this salon; media, and the
+  // STUN and RTCP answered, all came over TCP).
   const url = fx.salon.output().match(/Prometheus metrics at (http:\/\/\S+)/)?.[1];
   assert.ok(url, 'salon says where its metrics are');
   const count = async () => {
-    const text = await (await fetch(url)).text();
+    const text = await (await fetch(url, { signal: AbortSignal.timeout(5000) })).text();
     return Number(text.match(/^salon_forward_delay_seconds_count (\S+)$/m)?.[1] ?? 0);
   };
   const first = await count();

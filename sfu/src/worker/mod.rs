@@ -360,7 +360,15 @@ async fn shell(
                             // copies should not wait for a whole batch's.
                             if send_queued(&mut core, &socket, &links, &mut batch, sent) > 0 {
                                 let done = Instant::now();
-                                delays.record(done.saturating_duration_since(arrived), done);
+                                // From the kernel's time as it is: a stall
+                                // the peer connection's arrival is kept
+                                // out of (over a second) is what the
+                                // histogram's top bucket is for.
+                                let since = datagram
+                                    .at
+                                    .and_then(|at| anchor.instant_of(at))
+                                    .map_or(now, |at| at.min(now));
+                                delays.record(done.saturating_duration_since(since), done);
                             }
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,

@@ -140,7 +140,7 @@ impl Anchor {
     }
 
     /// `at` on the monotonic clock.
-    fn instant_of(&self, at: SystemTime) -> Option<Instant> {
+    pub(super) fn instant_of(&self, at: SystemTime) -> Option<Instant> {
         match at.duration_since(self.wall) {
             Ok(later) => self.instant.checked_add(later),
             Err(earlier) => self.instant.checked_sub(earlier.duration()),

@@ -8,7 +8,8 @@ import { servePages } from './pages.js';
 import { launchBrowser, newPage } from './browser.js';
 
 /// `browserArgs` add to chromium's flags (see `launchBrowser`); `salonEnv`
-/// to salon's environment (see `startSalon`).
+/// to salon's environment and `salonArgs` to its `salon dev` arguments
+/// (see `startSalon`).
 export async function startSdkFixture({ browserArgs = [], salonEnv = {}, salonArgs = [] } = {}) {
   const salon = await startSalon(salonArgs, salonEnv);
   const pages = await servePages();
