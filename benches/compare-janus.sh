@@ -15,7 +15,10 @@
 # (default "salon janus"). BASELINE=/path/to/an/older/salon also runs that
 # build as the server (row "before", driven by the current generator), to
 # measure a change before and after on one machine. LOAD_ARGS adds to the
-# generator's arguments for every run (e.g. "--pacing-factor 0").
+# generator's arguments for every run (e.g. "--pacing-factor 0"). PIN=1 runs
+# each server on CPU 0 and the generator on CPU 1, so that latency is the
+# server's own and not the two waiting for each other's core (BENCHMARKS.md,
+# "Waiting for a core"); CPU per packet is comparable either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +52,12 @@ trap cleanup EXIT
 
 ip netns add "$NS"
 in_ns() { ip netns exec "$NS" "$@"; }
+SERVER_CPU=()
+LOAD_CPU=()
+if [ "${PIN:-0}" = 1 ]; then
+  SERVER_CPU=(taskset -c 0)
+  LOAD_CPU=(taskset -c 1)
+fi
 in_ns ip link set lo up
 in_ns ip link add bench0 type veth peer name bench1
 in_ns ip addr add "$ADDR/24" dev bench0
@@ -99,25 +108,25 @@ for scenario in $SCENARIOS; do
     metrics=()
     [ "$name" = salon ] && metrics=(--server-metrics http://127.0.0.1:6789/metrics)
     if [ "$name" = salon ]; then
-      ip netns exec "$NS" "${entry#*=}" dev --port 7880 --web-dir /nonexistent --prometheus-port 6789 \
+      ip netns exec "$NS" "${SERVER_CPU[@]}" "${entry#*=}" dev --port 7880 --web-dir /nonexistent --prometheus-port 6789 \
         >"$OUT/$name-$scenario.log" 2>&1 &
     else
-      ip netns exec "$NS" "${entry#*=}" dev --port 7880 --web-dir /nonexistent >"$OUT/$name-$scenario.log" 2>&1 &
+      ip netns exec "$NS" "${SERVER_CPU[@]}" "${entry#*=}" dev --port 7880 --web-dir /nonexistent >"$OUT/$name-$scenario.log" 2>&1 &
     fi
     SERVER_PID=$!
     wait_port 7880
-    in_ns "$SALON" load-test --url ws://127.0.0.1:7880 --room "$room" --server-pid "$SERVER_PID" \
+    in_ns "${LOAD_CPU[@]}" "$SALON" load-test --url ws://127.0.0.1:7880 --room "$room" --server-pid "$SERVER_PID" \
       "${COMMON[@]}" "${args[@]}" "${metrics[@]}" >"$OUT/$name-$scenario.json" || true
     stop_server
   done
 
   [[ " $SERVERS " == *" janus "* ]] || continue
   echo "== $scenario: janus" >&2
-  ip netns exec "$NS" janus -F "$PWD/benches/janus" -C "$PWD/benches/janus/janus.jcfg" \
+  ip netns exec "$NS" "${SERVER_CPU[@]}" janus -F "$PWD/benches/janus" -C "$PWD/benches/janus/janus.jcfg" \
     >"$OUT/janus-$scenario.log" 2>&1 &
   SERVER_PID=$!
   wait_port 8188
-  in_ns "$SALON" load-test --target janus --url ws://127.0.0.1:8188 --bind-ip "$ADDR" \
+  in_ns "${LOAD_CPU[@]}" "$SALON" load-test --target janus --url ws://127.0.0.1:8188 --bind-ip "$ADDR" \
     --room "$room" --server-pid "$SERVER_PID" "${COMMON[@]}" "${args[@]}" \
     >"$OUT/janus-$scenario.json" || true
   stop_server
