@@ -354,7 +354,8 @@ async fn shell(
                         Ok(datagram) => {
                             let data = &buf[..datagram.len];
                             let now = Instant::now();
-                            let arrived = arrivals.arrival(now, anchor, datagram.at);
+                            let received = anchor.received(now, datagram.at);
+                            let arrived = arrivals.arrival(now, received);
                             core.handle_datagram(now, arrived, TransportProtocol::UDP, datagram.from, data);
                             // Out before the next one is read: a packet's
                             // copies should not wait for a whole batch's.
@@ -364,11 +365,7 @@ async fn shell(
                                 // the peer connection's arrival is kept
                                 // out of (over a second) is what the
                                 // histogram's top bucket is for.
-                                let since = datagram
-                                    .at
-                                    .and_then(|at| anchor.instant_of(at))
-                                    .map_or(now, |at| at.min(now));
-                                delays.record(done.saturating_duration_since(since), done);
+                                delays.record(done.saturating_duration_since(received), done);
                             }
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,

@@ -139,12 +139,16 @@ impl Anchor {
         }
     }
 
-    /// `at` on the monotonic clock.
-    pub(super) fn instant_of(&self, at: SystemTime) -> Option<Instant> {
-        match at.duration_since(self.wall) {
+    /// When a datagram read at `now` was received, on the monotonic clock:
+    /// the kernel's time `at`, no later than the read, or the read itself
+    /// where the kernel gave no time. As it is, however long ago: what the
+    /// forwarding delay counts from (`ArrivalClock` bounds it for peers).
+    pub(super) fn received(&self, now: Instant, at: Option<SystemTime>) -> Instant {
+        at.and_then(|at| match at.duration_since(self.wall) {
             Ok(later) => self.instant.checked_add(later),
             Err(earlier) => self.instant.checked_sub(earlier.duration()),
-        }
+        })
+        .map_or(now, |received| received.min(now))
     }
 }
 
@@ -153,22 +157,16 @@ impl Anchor {
 const MAX_SOCKET_WAIT: Duration = Duration::from_secs(1);
 
 impl ArrivalClock {
-    /// When a datagram the kernel stamped `at` and read at `now` arrived:
-    /// never after `now`, never before the previous datagram's arrival,
-    /// and never `MAX_SOCKET_WAIT` before `now`, so that a step of the
-    /// wall clock cannot send time backwards or far into the past. Without
-    /// the kernel's time, `now`.
-    pub(super) fn arrival(
-        &mut self,
-        now: Instant,
-        anchor: Anchor,
-        at: Option<SystemTime>,
-    ) -> Instant {
-        let mut arrived = at
-            .and_then(|at| anchor.instant_of(at))
-            .map(|arrived| arrived.min(now))
-            .filter(|&arrived| now.saturating_duration_since(arrived) <= MAX_SOCKET_WAIT)
-            .unwrap_or(now);
+    /// When a datagram `received` (`Anchor::received`) and read at `now`
+    /// arrived: never before the previous datagram's arrival, and never
+    /// `MAX_SOCKET_WAIT` before `now`, so that a step of the wall clock
+    /// cannot send time backwards or far into the past.
+    pub(super) fn arrival(&mut self, now: Instant, received: Instant) -> Instant {
+        let mut arrived = if now.saturating_duration_since(received) <= MAX_SOCKET_WAIT {
+            received
+        } else {
+            now
+        };
         // The last arrival was no later than the last `now`, so no later
         // than this one.
         if let Some(last) = self.last {
@@ -369,23 +367,21 @@ mod tests {
         let mut clock = ArrivalClock::default();
         let now = Instant::now();
         let wall = SystemTime::now();
-        let at = wall - Duration::from_millis(7);
         let a = anchor(now, wall);
-        assert_eq!(
-            clock.arrival(now, a, Some(at)),
-            now - Duration::from_millis(7)
-        );
+        let at = wall - Duration::from_millis(7);
+        let received = a.received(now, Some(at));
+        assert_eq!(received, now - Duration::from_millis(7));
+        assert_eq!(clock.arrival(now, received), received);
         // Read later, from the same anchor: a datagram the kernel got after
         // the anchor was read.
         let later = now + Duration::from_millis(3);
-        let got = wall + Duration::from_millis(2);
-        assert_eq!(
-            clock.arrival(later, a, Some(got)),
-            now + Duration::from_millis(2)
-        );
+        let got = a.received(later, Some(wall + Duration::from_millis(2)));
+        assert_eq!(got, now + Duration::from_millis(2));
+        assert_eq!(clock.arrival(later, got), got);
         // Without the kernel's time: the read's.
         let last = now + Duration::from_millis(4);
-        assert_eq!(clock.arrival(last, a, None), last);
+        assert_eq!(a.received(last, None), last);
+        assert_eq!(clock.arrival(last, a.received(last, None)), last);
         // A read anchors the clocks between its two monotonic readings.
         let before = Instant::now();
         let read = Anchor::read();
@@ -399,27 +395,27 @@ mod tests {
         let mut clock = ArrivalClock::default();
         let now = Instant::now() + Duration::from_secs(10);
         let wall = SystemTime::now();
-        let first = clock.arrival(
-            now,
-            anchor(now, wall),
-            Some(wall - Duration::from_millis(2)),
-        );
+        let a = anchor(now, wall);
+        let first = clock.arrival(now, a.received(now, Some(wall - Duration::from_millis(2))));
         assert_eq!(first, now - Duration::from_millis(2));
         // Stepped forward an hour after the anchor was read: the kernel's
         // time maps to an hour after the read, and the read it is.
         let read = now + Duration::from_millis(1);
         let stamped = wall + Duration::from_secs(3600);
-        assert_eq!(clock.arrival(read, anchor(now, wall), Some(stamped)), read);
+        assert_eq!(a.received(read, Some(stamped)), read);
+        assert_eq!(clock.arrival(read, a.received(read, Some(stamped))), read);
         // Stepped back an hour: the datagram seems to have waited an hour
-        // in the socket, which it did not.
+        // in the socket, which it did not. The forwarding delay counts the
+        // hour (the histogram's top bucket); the peer sees the read.
         let next = now + Duration::from_millis(2);
         let stamped = wall - Duration::from_secs(3600);
-        assert_eq!(clock.arrival(next, anchor(now, wall), Some(stamped)), next);
+        let received = a.received(next, Some(stamped));
+        assert!(received < now);
+        assert_eq!(clock.arrival(next, received), next);
         // Stamped a little before the last arrival: no earlier than it.
         let again = clock.arrival(
             next,
-            anchor(now, wall),
-            Some(wall - Duration::from_millis(5)),
+            a.received(next, Some(wall - Duration::from_millis(5))),
         );
         assert_eq!(again, next);
     }
