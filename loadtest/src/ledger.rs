@@ -37,13 +37,68 @@ struct Stream {
 struct Sent {
     at: Instant,
     layer: u8,
-    in_window: bool,
+    /// Its place among the packets sent on its layer in the window.
+    ordinal: Option<u64>,
+}
+
+/// The packets of one layer a subscriber got: the first and last by their
+/// place in the window, and when those were sent.
+#[derive(Clone, Copy)]
+struct Span {
+    first: u64,
+    last: u64,
+    first_sent: Instant,
+    last_sent: Instant,
 }
 
 #[derive(Default)]
 struct Tally {
     by_layer: [u64; LAYERS],
+    spans: [Option<Span>; LAYERS],
     bytes: u64,
+}
+
+impl Tally {
+    fn count(&mut self, layer: usize, ordinal: u64, sent: Instant) {
+        self.by_layer[layer] += 1;
+        let span = self.spans[layer].get_or_insert(Span {
+            first: ordinal,
+            last: ordinal,
+            first_sent: sent,
+            last_sent: sent,
+        });
+        if ordinal < span.first {
+            span.first = ordinal;
+            span.first_sent = sent;
+        }
+        if ordinal > span.last {
+            span.last = ordinal;
+            span.last_sent = sent;
+        }
+    }
+
+    /// How many packets the subscriber should have got of a stream that
+    /// sent `sent` per layer in the window. The SFU moves a subscriber
+    /// between layers as its link allows, so what was not forwarded of a
+    /// layer while it was on another is no loss: of each layer it got,
+    /// the packets between the first and the last it got count, and the
+    /// window's start and end count on the layers it started and ended on.
+    /// That is what its RTP sequence numbers say too, which the SFU keeps
+    /// continuous across switches.
+    fn expected(&self, sent: &[u64; LAYERS]) -> Option<u64> {
+        let spans = || {
+            self.spans
+                .iter()
+                .enumerate()
+                .filter_map(|(l, s)| Some((l, (*s)?)))
+        };
+        let (_, first) = spans().min_by_key(|(_, s)| s.first_sent)?;
+        let (end, last) = spans().max_by_key(|(_, s)| s.last_sent)?;
+        let within: u64 = spans().map(|(_, s)| s.last - s.first + 1).sum();
+        let before = first.first;
+        let after = sent[end].saturating_sub(last.last + 1);
+        Some(within + before + after)
+    }
 }
 
 #[derive(Default)]
@@ -86,8 +141,11 @@ pub struct SubscriberFigures {
     pub streams_received: usize,
     pub streams_expected: usize,
     pub packets_received: u64,
-    /// Packets sent in the window on the layer it was forwarded (the top
-    /// layer for a stream it got nothing of).
+    /// Of those, how many came from each layer, lowest first. Audio and a
+    /// single-layer camera count on the layer their lane was sent as.
+    pub packets_by_layer: [u64; LAYERS],
+    /// Packets sent in the window on the layers it was forwarded, each
+    /// while it was on it (the top layer for a stream it got nothing of).
     pub packets_expected: u64,
     pub bitrate_bps: u64,
     /// received / expected, 0 to 1.
@@ -143,19 +201,17 @@ impl Ledger {
     }
 
     pub(crate) fn sent(&mut self, stream: StreamRef, layer: u8, hash: u64, at: Instant) {
-        let in_window = matches!(self.window, Window::Open(_));
         let layer = layer.min(LAYERS as u8 - 1);
-        if in_window {
-            self.streams[stream.0 as usize].sent_in_window[usize::from(layer)] += 1;
-        }
-        self.sent.insert(
-            (stream, hash),
-            Sent {
-                at,
-                layer,
-                in_window,
-            },
-        );
+        let ordinal = match self.window {
+            Window::Open(_) => {
+                let count = &mut self.streams[stream.0 as usize].sent_in_window[usize::from(layer)];
+                *count += 1;
+                Some(*count - 1)
+            }
+            Window::NotStarted | Window::Closed(..) => None,
+        };
+        self.sent
+            .insert((stream, hash), Sent { at, layer, ordinal });
     }
 
     /// Books a packet a subscriber received on `stream`.
@@ -175,11 +231,11 @@ impl Ledger {
         };
         let books = self.subscribers.entry(subscriber).or_default();
         books.seen.insert(stream);
-        if !sent.in_window {
+        let Some(ordinal) = sent.ordinal else {
             return;
-        }
+        };
         let tally = books.streams.entry(stream).or_default();
-        tally.by_layer[usize::from(sent.layer)] += 1;
+        tally.count(usize::from(sent.layer), ordinal, sent.at);
         tally.bytes += len as u64;
         if self.latencies_us.len() < MAX_LATENCY_SAMPLES {
             let us = at.saturating_duration_since(sent.at).as_micros();
@@ -219,6 +275,7 @@ impl Ledger {
                 streams_received: 0,
                 streams_expected: 0,
                 packets_received: 0,
+                packets_by_layer: [0; LAYERS],
                 packets_expected: 0,
                 bitrate_bps: 0,
                 delivered: 0.0,
@@ -232,18 +289,25 @@ impl Ledger {
                 fig.streams_expected += 1;
                 let tally = books.streams.get(&StreamRef(index as u32));
                 let received: u64 = tally.map_or(0, |t| t.by_layer.iter().sum());
-                // The layer this subscriber was mostly sent; the top layer
-                // sent if it got nothing.
-                let layer = match tally {
-                    Some(t) if received > 0 => (0..LAYERS).max_by_key(|l| t.by_layer[*l]),
-                    _ => (0..LAYERS).rev().find(|l| stream.sent_in_window[*l] > 0),
-                }
-                .unwrap_or(0);
                 if received > 0 {
                     fig.streams_received += 1;
                 }
                 fig.packets_received += received;
-                fig.packets_expected += stream.sent_in_window[layer];
+                if let Some(t) = tally {
+                    for (sum, n) in fig.packets_by_layer.iter_mut().zip(t.by_layer) {
+                        *sum += n;
+                    }
+                }
+                // The top layer sent if it got nothing.
+                let top = || {
+                    (0..LAYERS)
+                        .rev()
+                        .find(|l| stream.sent_in_window[*l] > 0)
+                        .map_or(0, |l| stream.sent_in_window[l])
+                };
+                fig.packets_expected += tally
+                    .and_then(|t| t.expected(&stream.sent_in_window))
+                    .unwrap_or_else(top);
                 bytes += tally.map_or(0, |t| t.bytes);
             }
             fig.bitrate_bps = per_second(bytes * 8) as u64;
@@ -389,6 +453,47 @@ mod tests {
         assert_eq!((two.streams_received, two.streams_expected), (0, 2));
         assert_eq!(two.packets_expected, 30 + 50, "top layer when nothing came");
         assert_eq!(two.delivered, 0.0);
+    }
+
+    #[test]
+    fn a_move_between_layers_is_no_loss_but_a_gap_inside_a_layer_is() {
+        let t0 = Instant::now();
+        let mut l = Ledger::default();
+        let a = l.register("A", 0, Kind::Video);
+        l.start_window(t0);
+        // 100 frames, each with three packets on the high layer and one on
+        // the low one.
+        for i in 0..100 {
+            for k in 0..3 {
+                l.sent(a, 2, 1000 + 3 * i + k, t0 + ms(10 * i));
+            }
+            l.sent(a, 0, 2000 + i, t0 + ms(10 * i));
+        }
+        l.end_window(t0 + ms(1000));
+        // Participant 1 is on the high layer for 40 frames, then on the low
+        // one, and loses a packet of each.
+        for n in (0..120).filter(|&n| n != 10) {
+            l.received(1, a, 1000 + n, 1000, t0 + ms(10 * (n / 3)));
+        }
+        for i in (40..100).filter(|&i| i != 70) {
+            l.received(1, a, 2000 + i, 100, t0 + ms(10 * i));
+        }
+        // Participant 2 joins late: the low layer's last 50 only.
+        for i in 50..100 {
+            l.received(2, a, 2000 + i, 100, t0 + ms(10 * i));
+        }
+        // Participant 3 gets the low layer all along, but for its first 5.
+        for i in 5..100 {
+            l.received(3, a, 2000 + i, 100, t0 + ms(10 * i));
+        }
+        let f = l.figures(&[1, 2, 3]);
+        let one = &f.subscribers[0];
+        assert_eq!((one.packets_received, one.packets_expected), (178, 180));
+        assert_eq!(one.packets_by_layer, [59, 0, 119]);
+        let two = &f.subscribers[1];
+        assert_eq!((two.packets_received, two.packets_expected), (50, 100));
+        let three = &f.subscribers[2];
+        assert_eq!((three.packets_received, three.packets_expected), (95, 100));
     }
 
     #[test]
