@@ -1,7 +1,10 @@
 //! The kernel's floor under a forwarded packet: what one thread pays in
 //! CPU to hand 1200-byte datagrams to the kernel for loopback receivers,
-//! one `sendto` each or `sendmmsg` in batches of 32, with nothing else
-//! done per datagram (no SRTP, no copy, no bookkeeping). On loopback the
+//! one `sendto` each, `sendmmsg` in batches of 32, or `sendmmsg` with UDP
+//! GSO (`UDP_SEGMENT`: each message carries several datagrams for one
+//! receiver, as a paced burst of two or three packets of a track would go
+//! to each subscriber), with nothing else done per datagram (no SRTP, no
+//! copy, no bookkeeping). On loopback the
 //! receivers' side of delivery (the socket queue, the wake-up) runs in the
 //! sender's context too, as it does for Salon in the load test. Salon's
 //! CPU per forwarded packet minus this is what Salon itself costs.
@@ -20,6 +23,35 @@ use std::time::{Duration, Instant};
 const DATAGRAM: usize = 1200;
 const BATCH: usize = 32;
 const FANOUTS: [usize; 3] = [1, 9, 150];
+/// Datagrams per receiver in one GSO message.
+const GSO_SEGMENTS: [usize; 2] = [2, 3];
+
+#[derive(Clone, Copy)]
+enum Send {
+    /// `sendto`, one datagram a call.
+    One,
+    Batched,
+    /// `sendmmsg` of messages that each carry this many datagrams.
+    Gso(usize),
+}
+
+impl Send {
+    fn name(self) -> String {
+        match self {
+            Self::One => "sendto".into(),
+            Self::Batched => format!("sendmmsg ×{BATCH}"),
+            Self::Gso(k) => format!("sendmmsg ×{BATCH}, GSO ×{k}"),
+        }
+    }
+
+    /// Datagrams one message carries.
+    fn segments(self) -> usize {
+        match self {
+            Self::Gso(k) => k,
+            Self::One | Self::Batched => 1,
+        }
+    }
+}
 /// The longest a row may run, whatever FLOOR_SECONDS says.
 const MAX_SECONDS: u64 = 30;
 
@@ -100,10 +132,11 @@ impl Receivers {
 const RATE: f64 = 100_000.0;
 
 /// Sends to `receivers` for `seconds`, as a forwarding server does: a
-/// burst of one datagram per receiver (at least 32) for each incoming
-/// packet, then a sleep until the next, at `RATE` datagrams a second.
-/// Returns the datagrams sent and the sending thread's CPU time.
-fn run(batched: bool, receivers: &Receivers, seconds: Duration) -> (u64, Duration) {
+/// burst of one datagram per receiver (at least 32), or one message per
+/// receiver with GSO, for each incoming packet or burst of them, then a
+/// sleep until the next, at `RATE` datagrams a second. Returns the
+/// datagrams sent and the sending thread's CPU time.
+fn run(send: Send, receivers: &Receivers, seconds: Duration) -> (u64, Duration) {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the sender");
     let payload = [0x5au8; DATAGRAM];
     let addrs: Vec<SockaddrStorage> = receivers
@@ -111,10 +144,23 @@ fn run(batched: bool, receivers: &Receivers, seconds: Duration) -> (u64, Duratio
         .iter()
         .map(|&a| SockaddrStorage::from(a))
         .collect();
+    let segments = send.segments();
+    // In messages.
     let burst = addrs.len().max(BATCH);
-    let interval = Duration::from_secs_f64(burst as f64 / RATE);
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let iovs: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|_| [IoSlice::new(&payload)]);
+    let interval = Duration::from_secs_f64((burst * segments) as f64 / RATE);
+    // Room for a control message only where one goes: an empty one the
+    // kernel would refuse.
+    let cmsg_buffer = matches!(send, Send::Gso(_)).then(|| nix::cmsg_space!(u16));
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, cmsg_buffer);
+    let iovs: Vec<Vec<IoSlice<'_>>> = (0..BATCH)
+        .map(|_| vec![IoSlice::new(&payload); segments])
+        .collect();
+    let gso_size = DATAGRAM as u16;
+    let gso = [ControlMessage::UdpGsoSegments(&gso_size)];
+    let cmsgs: &[ControlMessage<'_>] = match send {
+        Send::Gso(_) => &gso,
+        Send::One | Send::Batched => &[],
+    };
     let fd = socket.as_raw_fd();
     let mut sent = 0u64;
     let start = Instant::now();
@@ -123,21 +169,7 @@ fn run(batched: bool, receivers: &Receivers, seconds: Duration) -> (u64, Duratio
     while start.elapsed() < seconds {
         let mut i = 0;
         while i < burst {
-            if batched {
-                let n = BATCH.min(burst - i);
-                let to: [Option<SockaddrStorage>; BATCH] =
-                    std::array::from_fn(|k| Some(addrs[(i + k) % addrs.len()]));
-                let results = sendmmsg(
-                    fd,
-                    &mut headers,
-                    &iovs[..n],
-                    &to[..n],
-                    [] as [ControlMessage<'_>; 0],
-                    MsgFlags::empty(),
-                );
-                sent += results.map_or(0, |r| r.count() as u64);
-                i += n;
-            } else {
+            if let Send::One = send {
                 if socket
                     .send_to(&payload, receivers.addrs[i % addrs.len()])
                     .is_ok()
@@ -145,7 +177,21 @@ fn run(batched: bool, receivers: &Receivers, seconds: Duration) -> (u64, Duratio
                     sent += 1;
                 }
                 i += 1;
+                continue;
             }
+            let n = BATCH.min(burst - i);
+            let to: [Option<SockaddrStorage>; BATCH] =
+                std::array::from_fn(|k| Some(addrs[(i + k) % addrs.len()]));
+            let results = sendmmsg(
+                fd,
+                &mut headers,
+                &iovs[..n],
+                &to[..n],
+                cmsgs,
+                MsgFlags::empty(),
+            );
+            sent += results.map_or(0, |r| r.map(|m| m.bytes / DATAGRAM).sum::<usize>() as u64);
+            i += n;
         }
         due += interval;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -164,14 +210,17 @@ fn main() {
     let seconds = Duration::from_secs(seconds);
     println!("| send | destinations | datagrams | received | sender CPU µs / datagram |");
     println!("|---|---:|---:|---:|---:|");
+    let sends = [Send::One, Send::Batched]
+        .into_iter()
+        .chain(GSO_SEGMENTS.map(Send::Gso));
     for fanout in FANOUTS {
-        for batched in [false, true] {
+        for send in sends.clone() {
             let receivers = Receivers::open(fanout);
-            let (sent, cpu) = run(batched, &receivers, seconds);
+            let (sent, cpu) = run(send, &receivers, seconds);
             let received = receivers.close();
             println!(
                 "| {} | {fanout} | {sent} | {:.1} % | {:.2} |",
-                if batched { "sendmmsg ×32" } else { "sendto" },
+                send.name(),
                 received as f64 * 100.0 / sent.max(1) as f64,
                 cpu.as_secs_f64() * 1e6 / sent.max(1) as f64,
             );
