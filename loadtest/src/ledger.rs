@@ -41,10 +41,12 @@ struct Sent {
     ordinal: Option<u64>,
 }
 
-/// The packets of one layer a subscriber got: the first and last by their
-/// place in the window, and when those were sent.
+/// Packets of one layer a subscriber got in a row, before the server moved
+/// it to another: the first and last by their place in the window, and
+/// when those were sent.
 #[derive(Clone, Copy)]
-struct Span {
+struct Run {
+    layer: usize,
     first: u64,
     last: u64,
     first_sent: Instant,
@@ -54,50 +56,51 @@ struct Span {
 #[derive(Default)]
 struct Tally {
     by_layer: [u64; LAYERS],
-    spans: [Option<Span>; LAYERS],
+    /// In the order they began; a run ends when a packet of another layer
+    /// arrives.
+    runs: Vec<Run>,
     bytes: u64,
 }
 
 impl Tally {
     fn count(&mut self, layer: usize, ordinal: u64, sent: Instant) {
         self.by_layer[layer] += 1;
-        let span = self.spans[layer].get_or_insert(Span {
-            first: ordinal,
-            last: ordinal,
-            first_sent: sent,
-            last_sent: sent,
-        });
-        if ordinal < span.first {
-            span.first = ordinal;
-            span.first_sent = sent;
-        }
-        if ordinal > span.last {
-            span.last = ordinal;
-            span.last_sent = sent;
+        match self.runs.last_mut() {
+            Some(run) if run.layer == layer => {
+                if ordinal < run.first {
+                    run.first = ordinal;
+                    run.first_sent = sent;
+                }
+                if ordinal > run.last {
+                    run.last = ordinal;
+                    run.last_sent = sent;
+                }
+            }
+            _ => self.runs.push(Run {
+                layer,
+                first: ordinal,
+                last: ordinal,
+                first_sent: sent,
+                last_sent: sent,
+            }),
         }
     }
 
     /// How many packets the subscriber should have got of a stream that
     /// sent `sent` per layer in the window. The SFU moves a subscriber
     /// between layers as its link allows, so what was not forwarded of a
-    /// layer while it was on another is no loss: of each layer it got,
-    /// the packets between the first and the last it got count, and the
-    /// window's start and end count on the layers it started and ended on.
-    /// That is what its RTP sequence numbers say too, which the SFU keeps
-    /// continuous across switches.
+    /// layer while it was on another is no loss: of each run of a layer
+    /// it got, the packets between the first and the last count, and the
+    /// window's start and end count on the layers it started and ended on
+    /// (by when their packets were sent, so that a straggler of an old
+    /// layer does not count as the end). That is what its RTP sequence
+    /// numbers say too, which the SFU keeps continuous across switches.
     fn expected(&self, sent: &[u64; LAYERS]) -> Option<u64> {
-        let spans = || {
-            self.spans
-                .iter()
-                .enumerate()
-                .filter_map(|(l, s)| Some((l, (*s)?)))
-        };
-        let (_, first) = spans().min_by_key(|(_, s)| s.first_sent)?;
-        let (end, last) = spans().max_by_key(|(_, s)| s.last_sent)?;
-        let within: u64 = spans().map(|(_, s)| s.last - s.first + 1).sum();
-        let before = first.first;
-        let after = sent[end].saturating_sub(last.last + 1);
-        Some(within + before + after)
+        let first = self.runs.iter().min_by_key(|r| r.first_sent)?;
+        let last = self.runs.iter().max_by_key(|r| r.last_sent)?;
+        let within: u64 = self.runs.iter().map(|r| r.last - r.first + 1).sum();
+        let after = sent[last.layer].saturating_sub(last.last + 1);
+        Some(within + first.first + after)
     }
 }
 
@@ -478,6 +481,16 @@ mod tests {
         for i in (40..100).filter(|&i| i != 70) {
             l.received(1, a, 2000 + i, 100, t0 + ms(10 * i));
         }
+        // Participant 4 goes high, low for frames 30 to 59, and high again.
+        for i in 0..100 {
+            if (30..60).contains(&i) {
+                l.received(4, a, 2000 + i, 100, t0 + ms(10 * i));
+            } else {
+                for k in 0..3 {
+                    l.received(4, a, 1000 + 3 * i + k, 1000, t0 + ms(10 * i));
+                }
+            }
+        }
         // Participant 2 joins late: the low layer's last 50 only.
         for i in 50..100 {
             l.received(2, a, 2000 + i, 100, t0 + ms(10 * i));
@@ -486,7 +499,7 @@ mod tests {
         for i in 5..100 {
             l.received(3, a, 2000 + i, 100, t0 + ms(10 * i));
         }
-        let f = l.figures(&[1, 2, 3]);
+        let f = l.figures(&[1, 2, 3, 4]);
         let one = &f.subscribers[0];
         assert_eq!((one.packets_received, one.packets_expected), (178, 180));
         assert_eq!(one.packets_by_layer, [59, 0, 119]);
@@ -494,6 +507,8 @@ mod tests {
         assert_eq!((two.packets_received, two.packets_expected), (50, 100));
         let three = &f.subscribers[2];
         assert_eq!((three.packets_received, three.packets_expected), (95, 100));
+        let four = &f.subscribers[3];
+        assert_eq!((four.packets_received, four.packets_expected), (240, 240));
     }
 
     #[test]
