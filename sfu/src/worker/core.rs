@@ -307,6 +307,11 @@ impl WorkerCore {
         self.close_broken();
     }
 
+    /// How many datagrams wait to be sent.
+    pub(crate) fn queued(&self) -> usize {
+        self.transmits.len()
+    }
+
     /// The next datagram to send, and where.
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()

@@ -276,6 +276,12 @@ impl Workers {
 
 /// Datagrams read in one go before the core's output is flushed.
 const READ_BATCH: usize = 64;
+/// Datagrams queued after which the worker sends before it reads on. It
+/// reads what waits before it sends, so that the packets of a paced burst,
+/// which arrive while the copies of the one before go out, leave together
+/// (by GSO to each subscriber). This bounds what the first of them waits
+/// for the others: about two packets' copies at 1 -> 150.
+const READ_AHEAD: usize = 300;
 /// Large enough for any datagram a peer may send on a typical path MTU.
 const RECV_BUFFER: usize = 2048;
 
@@ -337,6 +343,8 @@ async fn shell(
     let mut arrivals = udp::ArrivalClock::default();
     let mut links = tcp::TcpLinks::new();
     let mut batch = udp::SendBatch::new();
+    // When the datagrams whose output waits to be sent arrived.
+    let mut causes: Vec<Instant> = Vec::with_capacity(READ_BATCH);
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
         let deadline = match (core.poll_timeout(), delays.due()) {
@@ -356,16 +364,13 @@ async fn shell(
                             let now = Instant::now();
                             let received = anchor.received(now, datagram.at);
                             let arrived = arrivals.arrival(now, received);
+                            let before = core.queued();
                             core.handle_datagram(now, arrived, TransportProtocol::UDP, datagram.from, data);
-                            // Out before the next one is read: a packet's
-                            // copies should not wait for a whole batch's.
-                            if send_queued(&mut core, &socket, &links, &mut batch, sent) > 0 {
-                                let done = Instant::now();
-                                // From the kernel's time as it is: a stall
-                                // the peer connection's arrival is kept
-                                // out of (over a second) is what the
-                                // histogram's top bucket is for.
-                                delays.record(done.saturating_duration_since(received), done);
+                            if core.queued() > before {
+                                causes.push(received);
+                            }
+                            if core.queued() >= READ_AHEAD {
+                                send_timed(&mut core, &socket, &links, &mut batch, sent, &mut delays, &mut causes);
                             }
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -373,6 +378,7 @@ async fn shell(
                         Err(err) => tracing::trace!(%err, "media socket read"),
                     }
                 }
+                send_timed(&mut core, &socket, &links, &mut batch, sent, &mut delays, &mut causes);
             }
             accepted = tcp.accept() => match accepted {
                 Ok((stream, from)) => links.accept(stream, from),
@@ -380,13 +386,14 @@ async fn shell(
             },
             Some(input) = links.inputs.recv() => match input {
                 tcp::TcpInput::Frame(from, frame, read_at) => {
+                    let before = core.queued();
                     if !core.handle_datagram(Instant::now(), read_at, TransportProtocol::TCP, from, &frame) {
                         links.close(from);
                     }
-                    if send_queued(&mut core, &socket, &links, &mut batch, sent) > 0 {
-                        let done = Instant::now();
-                        delays.record(done.saturating_duration_since(read_at), done);
+                    if core.queued() > before {
+                        causes.push(read_at);
                     }
+                    send_timed(&mut core, &socket, &links, &mut batch, sent, &mut delays, &mut causes);
                 }
                 tcp::TcpInput::Closed(from) => links.close(from),
             },
@@ -400,8 +407,33 @@ async fn shell(
                 delays.tick(now);
             }
         }
-        send_queued(&mut core, &socket, &links, &mut batch, sent);
+        send_queued(&mut core, &socket, &links, &mut batch, sent, false);
     }
+}
+
+/// Sends what the core has queued, and records the forwarding delay of
+/// each datagram that caused some of it, from when it arrived (`causes`,
+/// emptied) to now.
+fn send_timed(
+    core: &mut self::core::WorkerCore,
+    socket: &tokio::net::UdpSocket,
+    links: &tcp::TcpLinks,
+    batch: &mut udp::SendBatch,
+    sent: &prometheus::IntCounter,
+    delays: &mut DelayRecorder,
+    causes: &mut Vec<Instant>,
+) {
+    // The output of several datagrams may hold several for one peer.
+    if send_queued(core, socket, links, batch, sent, causes.len() > 1) > 0 {
+        let done = Instant::now();
+        // From the kernel's time as it is: a stall the peer connection's
+        // arrival is kept out of (over a second) is what the histogram's
+        // top bucket is for.
+        for received in causes.drain(..) {
+            delays.record(done.saturating_duration_since(received), done);
+        }
+    }
+    causes.clear();
 }
 
 fn send_queued(
@@ -410,6 +442,7 @@ fn send_queued(
     links: &tcp::TcpLinks,
     batch: &mut udp::SendBatch,
     sent: &prometheus::IntCounter,
+    coalesce: bool,
 ) -> u64 {
     let mut count = 0;
     while let Some(out) = core.poll_transmit() {
@@ -419,10 +452,10 @@ fn send_queued(
             continue;
         }
         if batch.push(out) {
-            batch.flush(socket, |datagram| core.recycle(datagram));
+            batch.flush(socket, coalesce, |datagram| core.recycle(datagram));
         }
     }
-    batch.flush(socket, |datagram| core.recycle(datagram));
+    batch.flush(socket, coalesce, |datagram| core.recycle(datagram));
     if count > 0 {
         sent.inc_by(count);
     }
