@@ -276,8 +276,8 @@ impl Workers {
 
 /// Datagrams read in one go before the core's output is flushed.
 const READ_BATCH: usize = 64;
-/// Datagrams queued after which the worker sends before it reads on. It
-/// reads what waits before it sends, so that the packets of a paced burst,
+/// Datagrams queued after which the worker sends before it reads on. With
+/// GSO it reads what waits before it sends, so that the packets of a paced burst,
 /// which arrive while the copies of the one before go out, leave together
 /// (by GSO to each subscriber). This bounds what the first of them waits
 /// for the others: about two packets' copies at 1 -> 150.
@@ -369,7 +369,10 @@ async fn shell(
                             if core.queued() > before {
                                 causes.push(received);
                             }
-                            if core.queued() >= READ_AHEAD {
+                            // Without GSO nothing is gained by waiting:
+                            // each datagram's output goes before the next
+                            // is read.
+                            if !batch.gso_enabled() || core.queued() >= READ_AHEAD {
                                 send_timed(&mut core, &socket, &links, &mut batch, sent, &mut delays, &mut causes);
                             }
                         }

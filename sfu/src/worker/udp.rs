@@ -5,9 +5,10 @@
 //! socket lookup and locking that perf showed next to the copies
 //! themselves.
 //!
-//! When a flush holds several datagrams for one destination (the packets
-//! of a paced burst, read together while the copies of the one before
-//! went out), they go as one message with UDP GSO (`UDP_SEGMENT`): the
+//! With `SALON_UDP_GSO=1`, when a flush holds several datagrams for one
+//! destination (the packets of a paced burst, read together while the
+//! copies of the one before went out), they go as one message with UDP
+//! GSO (`UDP_SEGMENT`): the
 //! kernel walks its send path once for them, which cost 20-40 % less per
 //! datagram on loopback (`benches/benches/udp_floor.rs`). GSO takes
 //! segments of one size but the last, which may be shorter; a run that
@@ -222,9 +223,17 @@ impl SendBatch {
             messages: Vec::with_capacity(MAX_QUEUED),
             headers: MultiHeaders::preallocate(BATCH, None),
             gso_headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u16))),
-            // SALON_NO_GSO=1 sends one datagram a message, to compare.
-            gso: std::env::var_os("SALON_NO_GSO").is_none(),
+            // Off unless SALON_UDP_GSO=1: see `gso_enabled`.
+            gso: std::env::var_os("SALON_UDP_GSO").is_some_and(|v| v == "1"),
         }
+    }
+
+    /// Whether runs for one peer go as GSO messages. Opt-in for now: in
+    /// the load test's meeting a subscriber's estimate collapsed and its
+    /// videos paused in 4 runs of 22 with GSO, against 2 of 33 without
+    /// (BENCHMARKS.md, session 12); the cause is not known yet.
+    pub(super) fn gso_enabled(&self) -> bool {
+        self.gso
     }
 
     /// Queues a datagram; true when the batch is full and must be flushed.
@@ -529,6 +538,7 @@ mod tests {
         let a: std::net::SocketAddr = "127.0.0.1:1000".parse().expect("address");
         let b: std::net::SocketAddr = "127.0.0.1:2000".parse().expect("address");
         let mut batch = SendBatch::new();
+        batch.gso = true;
         for (byte, len_a, len_b) in [(1, 1200, 1200), (2, 1200, 1100), (3, 900, 1200)] {
             batch.push(transmit(b, byte, len_b));
             batch.push(transmit(a, byte, len_a));
@@ -574,6 +584,7 @@ mod tests {
             // Four packets' copies, the third shorter, the fourth longer.
             let lens = [1200, 1200, 700, 1300];
             let mut batch = SendBatch::new();
+            batch.gso = true;
             for (i, len) in lens.into_iter().enumerate() {
                 for peer in &to {
                     batch.push(transmit(*peer, i as u8, len));
