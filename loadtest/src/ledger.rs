@@ -93,14 +93,41 @@ impl Tally {
     /// it got, the packets between the first and the last count, and the
     /// window's start and end count on the layers it started and ended on
     /// (by when their packets were sent, so that a straggler of an old
-    /// layer does not count as the end). That is what its RTP sequence
-    /// numbers say too, which the SFU keeps continuous across switches.
+    /// layer does not count as the end). A packet counts once however
+    /// many runs cover it (a late one, or a resend, of a layer left starts
+    /// a run inside an earlier one). That is what its RTP sequence numbers
+    /// say too, which the SFU keeps continuous across switches.
     fn expected(&self, sent: &[u64; LAYERS]) -> Option<u64> {
         let first = self.runs.iter().min_by_key(|r| r.first_sent)?;
         let last = self.runs.iter().max_by_key(|r| r.last_sent)?;
-        let within: u64 = self.runs.iter().map(|r| r.last - r.first + 1).sum();
-        let after = sent[last.layer].saturating_sub(last.last + 1);
-        Some(within + first.first + after)
+        // Ordinal ranges, inclusive, per layer: the runs, the window's
+        // start before the first and its end after the last.
+        let mut ranges: Vec<(usize, u64, u64)> = self
+            .runs
+            .iter()
+            .map(|r| (r.layer, r.first, r.last))
+            .collect();
+        ranges.push((first.layer, 0, first.first));
+        let end = sent[last.layer].saturating_sub(1).max(last.last);
+        ranges.push((last.layer, last.last, end));
+        ranges.sort_unstable();
+        let mut total = 0;
+        let mut open: Option<(usize, u64, u64)> = None;
+        for (layer, lo, hi) in ranges {
+            match &mut open {
+                Some((l, _, h)) if *l == layer && lo <= h.saturating_add(1) => *h = (*h).max(hi),
+                _ => {
+                    if let Some((_, l, h)) = open {
+                        total += h - l + 1;
+                    }
+                    open = Some((layer, lo, hi));
+                }
+            }
+        }
+        if let Some((_, l, h)) = open {
+            total += h - l + 1;
+        }
+        Some(total)
     }
 }
 
@@ -491,6 +518,17 @@ mod tests {
                 }
             }
         }
+        // Participant 5 is on the high layer for 40 frames, loses packet 118,
+        // moves to the low layer, and then gets 118 resent.
+        for n in (0..120).filter(|&n| n != 118) {
+            l.received(5, a, 1000 + n, 1000, t0 + ms(10 * (n / 3)));
+        }
+        for i in 40..100 {
+            l.received(5, a, 2000 + i, 100, t0 + ms(10 * i));
+            if i == 45 {
+                l.received(5, a, 1000 + 118, 1000, t0 + ms(390));
+            }
+        }
         // Participant 2 joins late: the low layer's last 50 only.
         for i in 50..100 {
             l.received(2, a, 2000 + i, 100, t0 + ms(10 * i));
@@ -499,7 +537,7 @@ mod tests {
         for i in 5..100 {
             l.received(3, a, 2000 + i, 100, t0 + ms(10 * i));
         }
-        let f = l.figures(&[1, 2, 3, 4]);
+        let f = l.figures(&[1, 2, 3, 4, 5]);
         let one = &f.subscribers[0];
         assert_eq!((one.packets_received, one.packets_expected), (178, 180));
         assert_eq!(one.packets_by_layer, [59, 0, 119]);
@@ -509,6 +547,8 @@ mod tests {
         assert_eq!((three.packets_received, three.packets_expected), (95, 100));
         let four = &f.subscribers[3];
         assert_eq!((four.packets_received, four.packets_expected), (240, 240));
+        let five = &f.subscribers[4];
+        assert_eq!((five.packets_received, five.packets_expected), (180, 180));
     }
 
     #[test]

@@ -55,6 +55,8 @@ test('livekit-client peers with livekit-server-sdk tokens decode each other', as
   await waitForMediaFrom(a, 'bea');
   const names = await a.evaluate(() => [...window.salonRoom.remoteParticipants.values()].map((p) => p.name));
   assert.deepEqual(names, ['BEA']);
+  // Pages that keep publishing would load the machine for the tests after.
+  for (const page of [a, b]) await page.context().close();
 });
 
 test('livekit-client shows the connection quality Salon measures', async () => {
@@ -63,13 +65,21 @@ test('livekit-client shows the connection quality Salon measures', async () => {
   await waitForMediaFrom(b, 'qia');
   // Unknown until the server says; loopback loses nothing, so excellent.
   for (const [page, other] of [[a, 'qib'], [b, 'qia']]) {
-    await page.waitForFunction(
-      (o) =>
-        window.salonRoom.localParticipant.connectionQuality === 'excellent' &&
-        window.salonRoom.getParticipantByIdentity(o)?.connectionQuality === 'excellent',
-      other,
-      { timeout: 20000 },
-    );
+    const seen = (o) => ({
+      self: window.salonRoom.localParticipant.connectionQuality,
+      other: window.salonRoom.getParticipantByIdentity(o)?.connectionQuality,
+    });
+    const excellent = await page
+      .waitForFunction(
+        (o) =>
+          window.salonRoom.localParticipant.connectionQuality === 'excellent' &&
+          window.salonRoom.getParticipantByIdentity(o)?.connectionQuality === 'excellent',
+        other,
+        { timeout: 20000 },
+      )
+      .then(() => true, () => false);
+    // What the page showed instead, so that a failure says which side.
+    assert.ok(excellent, JSON.stringify(await page.evaluate(seen, other)));
   }
   // Pages that keep publishing would load the machine for the tests after.
   for (const page of [a, b]) await page.context().close();
@@ -119,6 +129,7 @@ test('a token without canPublish can watch but not publish', async () => {
     () => window.salonRoom.getParticipantByIdentity('viv')?.trackPublications.size ?? -1,
   );
   assert.equal(tracksOfViewer, 0);
+  for (const p of [pub, page]) await p.context().close();
 });
 
 test('bad tokens are refused with 401 before any WebSocket opens', async () => {
@@ -175,9 +186,11 @@ test('tracks come and go: unpublish, republish, leave and rejoin', async () => {
   // Ugo leaves and comes back: each decodes the other again.
   await ugo.evaluate(() => window.salonRoom.disconnect());
   await uma.waitForFunction(() => !window.salonRoom.getParticipantByIdentity('ugo'), null, { timeout: 15000 });
+  const left = ugo;
   ugo = await joinWithSdk('ugo', 'churn-room');
   await waitForMediaFrom(ugo, 'uma');
   await waitForMediaFrom(uma, 'ugo');
+  for (const page of [uma, ugo, left]) await page.context().close();
 });
 
 test('H.264 is forwarded when the publisher chooses it', async () => {
@@ -196,4 +209,5 @@ test('H.264 is forwarded when the publisher chooses it', async () => {
   });
   assert.equal(codec.toLowerCase(), 'video/h264');
   await waitForMediaFrom(hal, 'hub');
+  for (const page of [hal, hub]) await page.context().close();
 });
