@@ -277,10 +277,10 @@ impl Workers {
 /// Datagrams read in one go before the core's output is flushed.
 const READ_BATCH: usize = 64;
 /// Datagrams queued after which the worker sends before it reads on. With
-/// GSO it reads what waits before it sends, so that the packets of a paced burst,
-/// which arrive while the copies of the one before go out, leave together
-/// (by GSO to each subscriber). This bounds what the first of them waits
-/// for the others: about two packets' copies at 1 -> 150.
+/// GSO it reads what waits before it sends, so that the packets of a paced
+/// burst, which arrive while the copies of the one before go out, leave
+/// together (by GSO to each subscriber). This bounds what the first of
+/// them waits for the others: about two packets' copies at 1 -> 150.
 const READ_AHEAD: usize = 300;
 /// Large enough for any datagram a peer may send on a typical path MTU.
 const RECV_BUFFER: usize = 2048;

@@ -8,11 +8,11 @@
 //! With `SALON_UDP_GSO=1`, when a flush holds several datagrams for one
 //! destination (the packets of a paced burst, read together while the
 //! copies of the one before went out), they go as one message with UDP
-//! GSO (`UDP_SEGMENT`): the
-//! kernel walks its send path once for them, which cost 20-40 % less per
-//! datagram on loopback (`benches/benches/udp_floor.rs`). GSO takes
-//! segments of one size but the last, which may be shorter; a run that
-//! breaks that rule goes as several messages, in order.
+//! GSO (`UDP_SEGMENT`): the kernel walks its send path once for them,
+//! which cost 20-40 % less per datagram on loopback
+//! (`benches/benches/udp_floor.rs`). GSO takes segments of one size but
+//! the last, which may be shorter; a run that breaks that rule goes as
+//! several messages, in order.
 
 use super::core::Transmit;
 use bytes::BytesMut;
