@@ -16,6 +16,7 @@ pub mod probe;
 pub mod quality;
 pub mod red;
 mod registry;
+mod repair;
 pub mod rewriter;
 pub mod room;
 mod room_task;

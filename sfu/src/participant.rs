@@ -655,10 +655,13 @@ impl Session {
             .publisher
             .with(|conn, now| {
                 let report = conn.pc.get_stats(now, StatsSelector::None);
-                report.inbound_rtp_streams().fold((0, 0), |(r, l), s| {
+                let (received, lost) = report.inbound_rtp_streams().fold((0, 0), |(r, l), s| {
                     let s = &s.received_rtp_stream_stats;
                     (r + s.packets_received, l + s.packets_lost.max(0) as u64)
-                })
+                });
+                // A packet that came only when sent again was lost once on
+                // the link: the quality is the link's.
+                (received.saturating_sub(conn.repaired), lost + conn.repaired)
             })
             .await?;
         let downlink_loss = self

@@ -12,6 +12,7 @@ use crate::feedback::{FEEDBACK_SLOT, Feedback, RtcpTap};
 use crate::forwarder::{Followup, Forwarder, ForwarderCommand, ForwarderHandle};
 use crate::outbound::{BufferPool, OutPacket, Outbound, REPORT_INTERVAL, StreamInfo};
 use crate::red::Delivery;
+use crate::repair::{REPAIR_SLOT, RtxRepair};
 use crate::rewriter::{Budget, Rank, Want};
 use crate::srtp::KeyTap;
 use bytes::{Bytes, BytesMut};
@@ -86,6 +87,9 @@ pub(crate) struct Connection {
     /// sender report it carried is timed by, so that a worker waiting for
     /// a core does not make the client's clock look late.
     last_arrival: Option<Instant>,
+    /// Publisher connections: packets the uplink lost that came again
+    /// (`repair.rs`), for the connection quality.
+    pub(crate) repaired: u64,
 }
 
 impl Connection {
@@ -526,6 +530,7 @@ impl WorkerCore {
             peer: None,
             clock_offset: ClockOffset::default(),
             last_arrival: None,
+            repaired: 0,
         };
         let mut candidates = vec![host_candidate(self.udp_addr, TcpType::Unspecified)?];
         if let Some(tcp) = self.tcp_addr {
@@ -966,6 +971,10 @@ fn take_feedback(
         return;
     };
     while let Ok(item) = feedback.try_recv() {
+        if matches!(item, Feedback::Repaired) {
+            conn.repaired += 1;
+            continue;
+        }
         if let Feedback::SenderReport { ssrc, ntp, rtp } = item {
             // A bound, as with anything a peer sends: a second's worth
             // from a publisher is a handful.
@@ -994,7 +1003,7 @@ fn take_feedback(
                 }
             }
             // Taken above, before the connection needs to be sending.
-            Feedback::SenderReport { .. } => {}
+            Feedback::SenderReport { .. } | Feedback::Repaired => {}
             Feedback::TransportCc(cc) => {
                 // webrtc-rs's estimator reads what the peer wrote; whatever
                 // that is, it may cost the connection its estimate, never
@@ -1135,7 +1144,10 @@ fn build_pc(
         ConnRole::Publisher { .. } => {
             // Transport-wide feedback drives the browser's own uplink
             // estimate; the tap brings the worker its sender reports.
+            // Retransmissions of simulcast layers go back into their
+            // streams before the NACK generator sees them (repair.rs).
             configure_twcc_receiver_only(Registry::new(), &mut media)?
+                .with(Slot::from(REPAIR_SLOT), RtxRepair::new(tx.clone()))
                 .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
                 .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
                 .with(Slot::from(FEEDBACK_SLOT), RtcpTap::sender_reports(tx))
