@@ -113,6 +113,13 @@ impl SeqWindow {
     }
 }
 
+/// A stream known by its media section and rid.
+struct Named {
+    mid: Bytes,
+    rid: Bytes,
+    ssrc: u32,
+}
+
 /// The header extension ids a connection negotiated for naming streams.
 #[derive(Debug, Default, Clone, Copy)]
 struct Ids {
@@ -126,8 +133,9 @@ pub(crate) struct RtxRepair {
     repaired: std::sync::mpsc::Sender<Feedback>,
     ids: Ids,
     bound: HashMap<u32, Bound>,
-    /// Which SSRC sends each (mid, rid), from the streams' packets.
-    by_rid: HashMap<(Bytes, Bytes), u32>,
+    /// Which SSRC sends each (mid, rid), from the streams' packets: a
+    /// handful per connection, searched without building a key.
+    by_rid: Vec<Named>,
     /// Which stream each RTX SSRC repairs, from its packets' `rrid`: a
     /// browser stops sending the extension once its SSRC is acknowledged.
     repairs: HashMap<u32, u32>,
@@ -141,15 +149,33 @@ impl RtxRepair {
             repaired,
             ids: Ids::default(),
             bound: HashMap::new(),
-            by_rid: HashMap::new(),
+            by_rid: Vec::new(),
             repairs: HashMap::new(),
             reads: VecDeque::new(),
             writes: VecDeque::new(),
         }
     }
 
-    fn extension(packet: &rtc::rtp::Packet, id: Option<u8>) -> Option<Bytes> {
-        id.and_then(|id| packet.header.get_extension(id))
+    /// The value of extension `id` in `packet`, borrowed: this runs on
+    /// every packet a publisher sends, and a clone of `Bytes` can allocate.
+    fn extension(packet: &rtc::rtp::Packet, id: Option<u8>) -> Option<&[u8]> {
+        let id = id?;
+        if !packet.header.extension {
+            return None;
+        }
+        packet
+            .header
+            .extensions
+            .iter()
+            .find(|extension| extension.id == id)
+            .map(|extension| &extension.payload[..])
+    }
+
+    fn stream_named(&self, mid: &[u8], rid: &[u8]) -> Option<u32> {
+        self.by_rid
+            .iter()
+            .find(|named| &named.mid[..] == mid && &named.rid[..] == rid)
+            .map(|named| named.ssrc)
     }
 
     /// Notes a packet of a bound stream, and learns which (mid, rid) it is.
@@ -164,9 +190,13 @@ impl RtxRepair {
         let ssrc = packet.header.ssrc;
         // Browsers repeat the rid on every packet until it is acknowledged:
         // an entry is written once, not per packet.
-        if self.by_rid.get(&(mid.clone(), rid.clone())) != Some(&ssrc) {
-            self.by_rid.insert((mid, rid), ssrc);
+        if self.stream_named(mid, rid) == Some(ssrc) {
+            return;
         }
+        let (mid, rid) = (Bytes::copy_from_slice(mid), Bytes::copy_from_slice(rid));
+        self.by_rid
+            .retain(|named| named.mid != mid || named.rid != rid);
+        self.by_rid.push(Named { mid, rid, ssrc });
     }
 
     /// The stream a packet on an unbound SSRC repairs, if it is RTX.
@@ -177,7 +207,7 @@ impl RtxRepair {
         }
         let rrid = Self::extension(packet, self.ids.rrid)?;
         let mid = Self::extension(packet, self.ids.mid).unwrap_or_default();
-        let primary = *self.by_rid.get(&(mid, rrid))?;
+        let primary = self.stream_named(mid, rrid)?;
         self.repairs.insert(ssrc, primary);
         Some(primary)
     }
@@ -272,7 +302,7 @@ impl Interceptor for RtxRepair {
 
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         self.bound.remove(&info.ssrc);
-        self.by_rid.retain(|_, ssrc| *ssrc != info.ssrc);
+        self.by_rid.retain(|named| named.ssrc != info.ssrc);
         self.repairs.retain(|_, primary| *primary != info.ssrc);
     }
 }
