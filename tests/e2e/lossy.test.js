@@ -9,6 +9,7 @@ import { startSalon } from './lib/salon.js';
 import { launchBrowser, remoteStats, waitForMediaFrom } from './lib/browser.js';
 import { createMeeting, openLink, joinAs } from './lib/webapp.js';
 import { connectionPorts, lossTable } from './lib/netloss.js';
+import { launchFirefox, newFirefoxPage } from './lib/firefox.js';
 
 /// What Bob receives of Alice's camera and what Alice's camera sends per
 /// layer, for the log when the test fails: a frozen picture is told apart
@@ -55,6 +56,7 @@ const MIN_FRAMES_UNDER_LOSS = 40;
 
 let salon;
 let browser;
+let firefox;
 let loss;
 
 before(async () => {
@@ -62,10 +64,13 @@ before(async () => {
   loss = lossTable();
   salon = await startSalon();
   browser = await launchBrowser();
+  // No Firefox is a failure, not a skip: .ci/run installs firefox-esr.
+  firefox = await launchFirefox();
 });
 
 after(async () => {
   loss?.remove();
+  await firefox?.close();
   await browser?.close();
   await salon?.stop();
 });
@@ -87,6 +92,8 @@ test('a participant whose uplink loses packets shows a weak connection to the ot
     throw err;
   } finally {
     clearInterval(sampler);
+    await alice.close();
+    await bob.close();
   }
 });
 
@@ -124,9 +131,7 @@ async function lossyLink({ alice, bob, aliceId, bobId }) {
   // was lost, and her retransmissions fill the gaps. (Before they were put
   // back into her simulcast streams, Bob's picture froze: 1-2 frames in
   // 10 s while she encoded 200.)
-  const before = (await remoteStats(bob))[aliceId].framesDecoded;
-  await new Promise((r) => setTimeout(r, PICTURE_WINDOW_MS));
-  const during = (await remoteStats(bob))[aliceId].framesDecoded - before;
+  const during = await framesDecodedOver(bob, aliceId);
   console.log(`under loss Bob decoded ${during} of Alice's frames in ${PICTURE_WINDOW_MS} ms`);
   assert.ok(during >= MIN_FRAMES_UNDER_LOSS, `Bob decoded ${during} frames in ${PICTURE_WINDOW_MS} ms under loss`);
 
@@ -135,3 +140,45 @@ async function lossyLink({ alice, bob, aliceId, bobId }) {
   await bob.locator(`${aliceTile} .weak`).waitFor({ state: 'detached', timeout: 30000 });
   console.log(`weak badge shown ${shownAfter} ms after the loss began`);
 }
+
+/// Frames of `identity`'s video that `page` decodes in `PICTURE_WINDOW_MS`.
+async function framesDecodedOver(page, identity) {
+  const before = (await remoteStats(page))[identity].framesDecoded;
+  await new Promise((r) => setTimeout(r, PICTURE_WINDOW_MS));
+  return (await remoteStats(page))[identity].framesDecoded - before;
+}
+
+// Firefox (the browser of many administrations) names its simulcast
+// streams both ways, by rid and by SSRC in its description; its
+// retransmissions must fill the gaps too.
+test('the picture of a Firefox participant whose uplink loses packets keeps moving', async () => {
+  const fanny = await newFirefoxPage(firefox);
+  await fanny.goto(salon.httpUrl + '/');
+  await fanny.waitForSelector('::-p-text(Créer la réunion)');
+  await fanny.locator('#waiting-room').click();
+  await fanny.locator('::-p-text(Créer la réunion)').click();
+  await fanny.waitForSelector('#name');
+  const room = new URL(fanny.url()).searchParams.get('room');
+  await fanny.locator('#name').fill('Fanny');
+  await fanny.locator('::-p-text(Rejoindre)').click();
+  await fanny.waitForFunction(() => window.salonRoom?.state === 'connected', { timeout: 20000 });
+  const fannyId = await fanny.evaluate(() => window.salonRoom.localParticipant.identity);
+  const chris = await openLink(browser, salon, room);
+  await joinAs(chris, 'Chris');
+  await waitForMediaFrom(chris, fannyId);
+
+  const ports = await connectionPorts(fanny, 'publisher');
+  assert.equal(ports?.protocol, 'udp', `Fanny publishes over UDP: ${JSON.stringify(ports)}`);
+  loss.clear();
+  loss.drop(ports.local, ports.remote, 25);
+  // A few seconds for Firefox to settle on what its lossy link carries.
+  await new Promise((r) => setTimeout(r, 5000));
+  const during = await framesDecodedOver(chris, fannyId);
+  const dropped = loss.dropped();
+  loss.clear();
+  console.log(`under loss Chris decoded ${during} of Fanny's frames in ${PICTURE_WINDOW_MS} ms (${dropped} datagrams dropped)`);
+  assert.ok(dropped > 50, `packets dropped: ${dropped}`);
+  assert.ok(during >= MIN_FRAMES_UNDER_LOSS, `Chris decoded ${during} frames in ${PICTURE_WINDOW_MS} ms under loss`);
+  await fanny.close();
+  await chris.close();
+});
