@@ -39,10 +39,10 @@ pub enum Feedback {
     /// A publisher's sender report: RTP time `rtp` of stream `ssrc` was
     /// NTP time `ntp` on its clock.
     SenderReport { ssrc: u32, ntp: u64, rtp: u32 },
-    /// A publisher sent again a packet its uplink lost, and it arrived
-    /// (`repair.rs`): the link's loss, which the stream's own counters no
-    /// longer show.
-    Repaired,
+    /// A publisher connection's packets, over its life: those its
+    /// streams' sequence numbers say were sent, and those that arrived the
+    /// first time (`repair.rs`).
+    Uplink { expected: u64, received: u64 },
 }
 
 pub struct RtcpTap {

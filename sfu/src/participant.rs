@@ -651,17 +651,13 @@ impl Session {
     /// Reads the connections' loss counters and tells the room how the
     /// participant's link did since the last time.
     async fn measure_quality(&mut self) -> Result<(), SessionError> {
+        // What arrived of what the publisher sent, before any repair:
+        // the link's loss (`repair.rs`).
         let (uplink_received, uplink_lost) = self
             .publisher
-            .with(|conn, now| {
-                let report = conn.pc.get_stats(now, StatsSelector::None);
-                let (received, lost) = report.inbound_rtp_streams().fold((0, 0), |(r, l), s| {
-                    let s = &s.received_rtp_stream_stats;
-                    (r + s.packets_received, l + s.packets_lost.max(0) as u64)
-                });
-                // A packet that came only when sent again was lost once on
-                // the link: the quality is the link's.
-                (received.saturating_sub(conn.repaired), lost + conn.repaired)
+            .with(|conn, _| {
+                let (expected, received) = conn.uplink;
+                (received, expected.saturating_sub(received))
             })
             .await?;
         let downlink_loss = self

@@ -22,9 +22,15 @@
 //! browser's bandwidth probes), pass on untouched, and webrtc-rs drops
 //! them as before.
 //!
-//! Each packet put back is also told to the worker: the stream's counters
-//! now see it as received, but the link lost it, and the connection
-//! quality is about the link.
+//! RTX streams that a description declares (`a=ssrc-group:FID`), webrtc-rs
+//! puts back itself, but only after the NACK generator, which then keeps
+//! asking for what came: those are put back here too.
+//!
+//! It also counts, for the connection quality, what the publisher's link
+//! lost: packets the streams' sequence numbers say were sent, against those
+//! that arrived the first time. webrtc-rs's own counters come from its
+//! receiver reports, which count a packet lost at the report before its
+//! repair and as received after it.
 
 use crate::feedback::Feedback;
 use bytes::Bytes;
@@ -65,47 +71,69 @@ impl SeqWindow {
     /// 1 024 packets: seconds of video, longer than any retransmission
     /// comes.
     const SIZE: u16 = (Self::WORDS * 64) as u16;
+    /// How far past the newest packet a repair may reach.
+    const LOOKAHEAD: u16 = 64;
 
     fn bit(sequence: u16) -> (usize, u64) {
         let index = usize::from(sequence % Self::SIZE);
         (index / 64, 1 << (index % 64))
     }
 
-    /// Notes that `sequence` arrived.
-    pub(crate) fn insert(&mut self, sequence: u16) {
-        let highest = *self.highest.get_or_insert(sequence);
+    /// Notes that `sequence` arrived. Returns `None` if it had already
+    /// (a duplicate) or is older than the window; otherwise how many
+    /// numbers it moves the stream on: 1 for the next one or the first,
+    /// more past a gap, 0 for a late one filling a gap.
+    pub(crate) fn insert(&mut self, sequence: u16) -> Option<u16> {
+        let Some(highest) = self.highest else {
+            self.highest = Some(sequence);
+            self.set(sequence);
+            return Some(1);
+        };
         let ahead = sequence.wrapping_sub(highest);
         if ahead != 0 && ahead < 0x8000 {
             // Newer: what lies between was not seen (yet).
             if ahead >= Self::SIZE {
                 self.bits = [0; Self::WORDS];
             } else {
-                for skipped in 1..=ahead {
-                    let (word, mask) = Self::bit(highest.wrapping_add(skipped));
-                    self.bits[word] &= !mask;
+                for skipped in 1..ahead {
+                    self.clear(highest.wrapping_add(skipped));
                 }
             }
             self.highest = Some(sequence);
-        } else if highest.wrapping_sub(sequence) >= Self::SIZE {
-            return;
+            self.set(sequence);
+            return Some(ahead);
         }
+        if highest.wrapping_sub(sequence) >= Self::SIZE || !self.missing(sequence) {
+            return None;
+        }
+        self.set(sequence);
+        Some(0)
+    }
+
+    fn set(&mut self, sequence: u16) {
         let (word, mask) = Self::bit(sequence);
         self.bits[word] |= mask;
     }
 
-    /// Whether `sequence` is one the window knows to be missing: later
-    /// than its start, and not arrived. A sequence number newer than any
-    /// seen counts as missing too (its original is still on the way, or
-    /// lost with the ones before it).
+    fn clear(&mut self, sequence: u16) {
+        let (word, mask) = Self::bit(sequence);
+        self.bits[word] &= !mask;
+    }
+
+    /// Whether `sequence` is one the window knows to be missing: within
+    /// it and not arrived, or at most `LOOKAHEAD` past the newest (its
+    /// original may be lost with the ones before it). Anything further
+    /// ahead no honest sender repeats, and taking it would move the window
+    /// past the stream.
     pub(crate) fn missing(&self, sequence: u16) -> bool {
         let Some(highest) = self.highest else {
             return false;
         };
-        let behind = highest.wrapping_sub(sequence);
-        if behind >= 0x8000 {
-            return true;
+        let ahead = sequence.wrapping_sub(highest);
+        if ahead != 0 && ahead < 0x8000 {
+            return ahead <= Self::LOOKAHEAD;
         }
-        if behind >= Self::SIZE {
+        if highest.wrapping_sub(sequence) >= Self::SIZE {
             return false;
         }
         let (word, mask) = Self::bit(sequence);
@@ -128,29 +156,42 @@ struct Ids {
     rrid: Option<u8>,
 }
 
+/// How many counted packets pass between two reports of the link's counts
+/// to the worker: a few a second for a camera and a microphone.
+const REPORT_EVERY: u32 = 64;
+
 pub(crate) struct RtxRepair {
-    /// Where each repaired packet is told.
-    repaired: std::sync::mpsc::Sender<Feedback>,
+    /// Where the link's counts go (`Feedback::Uplink`).
+    feedback: std::sync::mpsc::Sender<Feedback>,
     ids: Ids,
     bound: HashMap<u32, Bound>,
     /// Which SSRC sends each (mid, rid), from the streams' packets: a
     /// handful per connection, searched without building a key.
     by_rid: Vec<Named>,
-    /// Which stream each RTX SSRC repairs, from its packets' `rrid`: a
-    /// browser stops sending the extension once its SSRC is acknowledged.
+    /// Which stream each RTX SSRC repairs: declared with the stream, or
+    /// from its packets' `rrid` (a browser stops sending the extension once
+    /// its SSRC is acknowledged). One per stream.
     repairs: HashMap<u32, u32>,
+    /// Packets the streams' numbers say were sent, and those that arrived
+    /// the first time, over the connection's life.
+    expected: u64,
+    received: u64,
+    unreported: u32,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
 
 impl RtxRepair {
-    pub(crate) fn new(repaired: std::sync::mpsc::Sender<Feedback>) -> Self {
+    pub(crate) fn new(feedback: std::sync::mpsc::Sender<Feedback>) -> Self {
         Self {
-            repaired,
+            feedback,
             ids: Ids::default(),
             bound: HashMap::new(),
             by_rid: Vec::new(),
             repairs: HashMap::new(),
+            expected: 0,
+            received: 0,
+            unreported: 0,
             reads: VecDeque::new(),
             writes: VecDeque::new(),
         }
@@ -178,10 +219,22 @@ impl RtxRepair {
             .map(|named| named.ssrc)
     }
 
-    /// Notes a packet of a bound stream, and learns which (mid, rid) it is.
+    /// Counts a packet of a bound stream for the link, keeps its payload
+    /// type (a publisher may change codec on a stream), and learns which
+    /// (mid, rid) it is.
     fn learn_stream(&mut self, packet: &rtc::rtp::Packet) {
         if let Some(bound) = self.bound.get_mut(&packet.header.ssrc) {
-            bound.arrived.insert(packet.header.sequence_number);
+            bound.payload_type = packet.header.payload_type;
+            if let Some(advance) = bound.arrived.insert(packet.header.sequence_number) {
+                // A jump past the window is a stream starting over, not a
+                // thousand packets lost.
+                let advance = if advance >= SeqWindow::SIZE {
+                    1
+                } else {
+                    advance
+                };
+                self.count(u64::from(advance), 1);
+            }
         }
         let Some(rid) = Self::extension(packet, self.ids.rid) else {
             return;
@@ -199,16 +252,27 @@ impl RtxRepair {
         self.by_rid.push(Named { mid, rid, ssrc });
     }
 
+    /// Adds to the link's counts, and reports them now and then.
+    fn count(&mut self, expected: u64, received: u64) {
+        self.expected += expected;
+        self.received += received;
+        self.unreported += 1;
+        if self.unreported >= REPORT_EVERY {
+            self.unreported = 0;
+            let _ = self.feedback.send(Feedback::Uplink {
+                expected: self.expected,
+                received: self.received,
+            });
+        }
+    }
+
     /// The stream a packet on an unbound SSRC repairs, if it is RTX.
     fn repaired(&mut self, packet: &rtc::rtp::Packet) -> Option<u32> {
-        let ssrc = packet.header.ssrc;
-        if let Some(&primary) = self.repairs.get(&ssrc) {
-            return Some(primary);
-        }
         let rrid = Self::extension(packet, self.ids.rrid)?;
         let mid = Self::extension(packet, self.ids.mid).unwrap_or_default();
         let primary = self.stream_named(mid, rrid)?;
-        self.repairs.insert(ssrc, primary);
+        self.repairs.retain(|_, repaired| *repaired != primary);
+        self.repairs.insert(packet.header.ssrc, primary);
         Some(primary)
     }
 
@@ -226,13 +290,16 @@ impl RtxRepair {
         if !bound.arrived.missing(sequence) {
             return false;
         }
-        bound.arrived.insert(sequence);
+        // Lost the first time: the link counts it as expected (if it is
+        // past the newest), not as received.
+        let advance = bound.arrived.insert(sequence).unwrap_or(0);
         packet.header.ssrc = primary;
         packet.header.payload_type = bound.payload_type;
         packet.header.sequence_number = sequence;
         // The padding, if any, was taken off when the packet was read.
         packet.header.padding = false;
         packet.payload = packet.payload.slice(2..);
+        self.count(u64::from(advance), 0);
         true
     }
 }
@@ -246,9 +313,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxRepair {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtp(packet) = &mut msg.message.packet {
-            if self.bound.contains_key(&packet.header.ssrc) {
-                self.learn_stream(packet);
-            } else if let Some(primary) = self.repaired(packet)
+            let ssrc = packet.header.ssrc;
+            // A declared RTX stream is bound too: the repairs come first.
+            let primary = match self.repairs.get(&ssrc) {
+                Some(&primary) => Some(primary),
+                None if self.bound.contains_key(&ssrc) => {
+                    self.learn_stream(packet);
+                    None
+                }
+                None => self.repaired(packet),
+            };
+            if let Some(primary) = primary
                 && self.unwrap(packet, primary)
             {
                 tracing::trace!(
@@ -256,7 +331,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxRepair {
                     sequence = packet.header.sequence_number,
                     "a retransmission put back into its stream"
                 );
-                let _ = self.repaired.send(Feedback::Repaired);
             }
         }
         self.reads.push_back(msg);
@@ -290,6 +364,12 @@ impl Interceptor for RtxRepair {
                 RRID_URI => self.ids.rrid = id,
                 _ => {}
             }
+        }
+        // webrtc-rs puts back a declared RTX stream's packets too, but
+        // after the NACK generator, which then asks for them again.
+        if let Some(rtx) = info.ssrc_rtx {
+            self.repairs.retain(|_, repaired| *repaired != info.ssrc);
+            self.repairs.insert(rtx, info.ssrc);
         }
         self.bound.insert(
             info.ssrc,

@@ -75,8 +75,8 @@ fn camera() -> RtxRepair {
     camera_telling(std::sync::mpsc::channel().0)
 }
 
-fn camera_telling(repaired: std::sync::mpsc::Sender<Feedback>) -> RtxRepair {
-    let mut repair = RtxRepair::new(repaired);
+fn camera_telling(feedback: std::sync::mpsc::Sender<Feedback>) -> RtxRepair {
+    let mut repair = RtxRepair::new(feedback);
     repair.bind_remote_stream(&info(1000));
     repair.bind_remote_stream(&info(2000));
     read(
@@ -111,10 +111,14 @@ fn a_retransmission_named_by_rrid_becomes_the_packet_it_repeats() {
     assert_eq!(out.header.timestamp, 9000);
     assert!(out.header.marker);
     assert_eq!(&out.payload[..], &[0xaa, 0xbb]);
-    // The worker hears of it once; of the padding probe, not at all.
+    // For the link: "q" 10, "h" 50 and 53 sent, 51-52 unknown yet, 53
+    // lost the first time. A padding probe counts for nothing.
     read(&mut repair, packet(2001, RTX, 8, &[], &[]));
-    assert!(matches!(told.try_recv(), Ok(Feedback::Repaired)));
-    assert!(told.try_recv().is_err());
+    assert_eq!((repair.expected, repair.received), (5, 2));
+    assert!(
+        told.try_recv().is_err(),
+        "no report before {REPORT_EVERY} packets"
+    );
 }
 
 #[test]
@@ -211,36 +215,47 @@ fn a_probe_repeating_a_packet_that_arrived_is_no_repair() {
         (2000, 51)
     );
     assert_eq!(again.header.ssrc, 2001);
-    assert!(matches!(told.try_recv(), Ok(Feedback::Repaired)));
-    assert!(told.try_recv().is_err());
+    // 50, 52 arrived, 51 came only when sent again.
+    assert_eq!((repair.expected, repair.received), (4, 3));
+    drop(told);
 }
 
 #[test]
 fn the_window_knows_what_is_missing_across_wraps_and_jumps() {
     let mut window = SeqWindow::default();
     assert!(!window.missing(5), "an empty window knows nothing");
-    for sequence in [65530, 65531, 65533, 0, 2] {
-        window.insert(sequence);
-    }
+    let advances: Vec<_> = [65530, 65531, 65533, 0, 2, 0, 65532]
+        .into_iter()
+        .map(|sequence| window.insert(sequence))
+        .collect();
+    // The first, the next, past one gap each, a duplicate, a late one.
+    assert_eq!(
+        advances,
+        [Some(1), Some(1), Some(2), Some(3), Some(2), None, Some(0)]
+    );
     for (sequence, missing) in [
         (65530, false),
-        (65532, true),
+        (65532, false),
         (65534, true),
         (65535, true),
         (0, false),
         (1, true),
         (2, false),
-        // Newer than any: still missing.
+        // Newer than any: missing, up to the lookahead.
         (3, true),
-        // Older than the window: not known missing.
+        (2 + SeqWindow::LOOKAHEAD, true),
+        (3 + SeqWindow::LOOKAHEAD, false),
+        (2u16.wrapping_add(0x8000), false),
+        // Older than the window: not known missing, and not taken.
         (2u16.wrapping_sub(SeqWindow::SIZE), false),
     ] {
         assert_eq!(window.missing(sequence), missing, "sequence {sequence}");
     }
+    assert_eq!(window.insert(2u16.wrapping_sub(SeqWindow::SIZE)), None);
     // A jump further than the window forgets everything before it.
-    window.insert(5000);
+    assert_eq!(window.insert(5000), Some(4998));
+    assert!(!window.missing(4999 - SeqWindow::SIZE));
     assert!(window.missing(4999));
-    assert!(!window.missing(2));
     // Bits of numbers skipped by a jump are cleared, not left from a lap
     // before: 2 + 1024 shares 2's bit.
     let mut window = SeqWindow::default();
@@ -249,4 +264,96 @@ fn the_window_knows_what_is_missing_across_wraps_and_jumps() {
     window.insert(2 + SeqWindow::SIZE);
     assert!(window.missing(2 + SeqWindow::SIZE - 1));
     assert!(!window.missing(2 + SeqWindow::SIZE));
+}
+
+#[test]
+fn a_repair_far_past_the_stream_is_refused() {
+    let mut repair = camera();
+    // "h" is at 50: 50 + 64 may come again before its original, 50 + 65
+    // cannot, nor anything half the number space away.
+    for original in [50 + 65, 50 + 0x8000] {
+        let [high, low] = u16::to_be_bytes(original);
+        let payload: &'static [u8] = Box::leak(Box::new([high, low, 0]));
+        let out = read(
+            &mut repair,
+            packet(2001, RTX, 1, &[(MID, "0"), (RRID, "h")], payload),
+        );
+        assert_eq!(out.header.ssrc, 2001, "original {original}");
+    }
+    let out = read(&mut repair, packet(2001, RTX, 2, &[], &[0, 50 + 64, 0]));
+    assert_eq!((out.header.ssrc, out.header.sequence_number), (2000, 114));
+    // The stream's own packets still count after it.
+    let next = read(&mut repair, packet(2000, VP8, 51, &[], b"h"));
+    assert_eq!(next.header.sequence_number, 51);
+    assert!(repair.bound[&2000].arrived.missing(52));
+}
+
+#[test]
+fn a_declared_rtx_stream_is_put_back_before_the_nack_generator() {
+    let mut repair = RtxRepair::new(std::sync::mpsc::channel().0);
+    // A camera without simulcast: its description pairs 7000 with 7001,
+    // and webrtc-rs binds both.
+    repair.bind_remote_stream(&StreamInfo {
+        ssrc_rtx: Some(7001),
+        ..info(7000)
+    });
+    repair.bind_remote_stream(&StreamInfo {
+        payload_type: RTX,
+        ..info(7001)
+    });
+    read(&mut repair, packet(7000, VP8, 1, &[], b"a"));
+    read(&mut repair, packet(7000, VP8, 3, &[], b"c"));
+    let out = read(&mut repair, packet(7001, RTX, 40, &[], &[0, 2, b'b']));
+    assert_eq!((out.header.ssrc, out.header.sequence_number), (7000, 2));
+    assert_eq!(out.header.payload_type, VP8);
+    assert_eq!((repair.expected, repair.received), (3, 2));
+}
+
+#[test]
+fn a_stream_that_changes_codec_is_repaired_with_the_new_one() {
+    let mut repair = camera();
+    read(&mut repair, packet(2000, 98, 51, &[], b"h"));
+    let out = read(
+        &mut repair,
+        packet(2001, RTX, 1, &[(MID, "0"), (RRID, "h")], &[0, 52, 0]),
+    );
+    assert_eq!(out.header.payload_type, 98);
+}
+
+#[test]
+fn a_new_rtx_stream_for_a_layer_replaces_the_old() {
+    let mut repair = camera();
+    read(
+        &mut repair,
+        packet(2001, RTX, 1, &[(MID, "0"), (RRID, "h")], &[0, 51, 0]),
+    );
+    read(
+        &mut repair,
+        packet(2002, RTX, 1, &[(MID, "0"), (RRID, "h")], &[0, 52, 0]),
+    );
+    assert_eq!(repair.repairs.len(), 1);
+    let stale = read(&mut repair, packet(2001, RTX, 2, &[], &[0, 53, 0]));
+    assert_eq!(stale.header.ssrc, 2001);
+}
+
+#[test]
+fn the_link_counts_reach_the_worker_every_few_dozen_packets() {
+    let (tx, told) = std::sync::mpsc::channel();
+    let mut repair = RtxRepair::new(tx);
+    repair.bind_remote_stream(&info(1000));
+    // Every fourth packet lost.
+    let mut sent = 0u16;
+    while told.try_recv().is_err() {
+        sent += 1;
+        if !sent.is_multiple_of(4) {
+            read(&mut repair, packet(1000, VP8, sent, &[], b"m"));
+        }
+        assert!(sent < 200, "no report");
+    }
+    let counted = u64::from(REPORT_EVERY);
+    assert_eq!(
+        (repair.expected, repair.received),
+        (u64::from(sent), counted)
+    );
+    assert_eq!(u64::from(sent), counted + counted / 3);
 }

@@ -87,9 +87,10 @@ pub(crate) struct Connection {
     /// sender report it carried is timed by, so that a worker waiting for
     /// a core does not make the client's clock look late.
     last_arrival: Option<Instant>,
-    /// Publisher connections: packets the uplink lost that came again
-    /// (`repair.rs`), for the connection quality.
-    pub(crate) repaired: u64,
+    /// Publisher connections: packets sent and packets that arrived the
+    /// first time, over the connection's life (`repair.rs`), for the
+    /// connection quality.
+    pub(crate) uplink: (u64, u64),
 }
 
 impl Connection {
@@ -530,7 +531,7 @@ impl WorkerCore {
             peer: None,
             clock_offset: ClockOffset::default(),
             last_arrival: None,
-            repaired: 0,
+            uplink: (0, 0),
         };
         let mut candidates = vec![host_candidate(self.udp_addr, TcpType::Unspecified)?];
         if let Some(tcp) = self.tcp_addr {
@@ -971,8 +972,8 @@ fn take_feedback(
         return;
     };
     while let Ok(item) = feedback.try_recv() {
-        if matches!(item, Feedback::Repaired) {
-            conn.repaired += 1;
+        if let Feedback::Uplink { expected, received } = item {
+            conn.uplink = (expected, received);
             continue;
         }
         if let Feedback::SenderReport { ssrc, ntp, rtp } = item {
@@ -1003,7 +1004,7 @@ fn take_feedback(
                 }
             }
             // Taken above, before the connection needs to be sending.
-            Feedback::SenderReport { .. } | Feedback::Repaired => {}
+            Feedback::SenderReport { .. } | Feedback::Uplink { .. } => {}
             Feedback::TransportCc(cc) => {
                 // webrtc-rs's estimator reads what the peer wrote; whatever
                 // that is, it may cost the connection its estimate, never
