@@ -914,20 +914,29 @@ fn heavy_loss_holds_while_too_few_packets_say_otherwise() {
         let quiet = second(&mut ob, at, 2, |_| false);
         assert_eq!(quiet.pause, quiet.layers, "second {at}: {quiet:?}");
     }
+    // A third lost, as a small sample of heavy loss may read: still
+    // heavy (it takes 40 % to become so, under 30 % to stop).
+    let third = second(&mut ob, 4, 60, |n| n % 20 < 8);
+    assert_eq!(third.pause, third.layers, "a third lost: {third:?}");
     // Enough packets, none lost: the delay-based half decides again.
-    second(&mut ob, 4, 60, |_| false);
-    let clear = second(&mut ob, 5, 60, |_| false);
+    second(&mut ob, 5, 60, |_| false);
+    let clear = second(&mut ob, 6, 60, |_| false);
     assert!(clear.pause > clear.layers, "{clear:?}");
+    // A third lost on a clean link is not heavy either.
+    second(&mut ob, 7, 60, |n| n % 3 == 0);
+    let third = second(&mut ob, 8, 60, |n| n % 3 == 0);
+    assert!(third.pause > third.layers, "a third lost: {third:?}");
     // Heavy again, then nothing to measure at all: the verdict lapses
     // after 10 s.
     let heavy = |ob: &Outbound| ob.congestion.as_ref().expect("transport-cc").heavy;
-    second(&mut ob, 6, 60, |n| n % 2 == 0);
-    // The window still holds second 6 at 7; ten seconds without a sample
-    // after that.
-    for at in 7..17 {
+    second(&mut ob, 9, 60, |n| n % 2 == 0);
+    second(&mut ob, 10, 60, |n| n % 2 == 0);
+    // The window still holds second 10 at 11; ten seconds without a
+    // sample after that.
+    for at in 11..21 {
         second(&mut ob, at, 0, |_| false);
         assert!(heavy(&ob), "second {at}");
     }
-    second(&mut ob, 17, 0, |_| false);
+    second(&mut ob, 21, 0, |_| false);
     assert!(!heavy(&ob), "lapsed");
 }
