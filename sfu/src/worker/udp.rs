@@ -204,6 +204,9 @@ pub(super) struct SendBatch {
     /// False once the kernel refused a GSO message as such (a device that
     /// cannot segment): everything goes one datagram a message from then.
     gso: bool,
+    /// Messages of several datagrams the kernel took, ever: what tells a
+    /// test that GSO was used, not merely left on.
+    gso_sent: u64,
 }
 
 /// `count` datagrams of the queue from `first`, all to the first one's
@@ -225,6 +228,7 @@ impl SendBatch {
             gso_headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u16))),
             // Off unless SALON_UDP_GSO=1: see `gso_enabled`.
             gso: std::env::var_os("SALON_UDP_GSO").is_some_and(|v| v == "1"),
+            gso_sent: 0,
         }
     }
 
@@ -267,7 +271,11 @@ impl SendBatch {
             };
             let messages = &self.messages[next..next + chunk];
             match send_messages(socket, headers, &self.queued, messages, segment) {
-                Ok(sent) => next += sent.max(1),
+                Ok(sent) => {
+                    let taken = &self.messages[next..next + sent.min(chunk)];
+                    self.gso_sent += taken.iter().filter(|m| m.count > 1).count() as u64;
+                    next += sent.max(1);
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     tracing::trace!("media socket full; dropped the rest of a batch");
                     break;
@@ -594,6 +602,9 @@ mod tests {
             batch.flush(&sender, true, |_| returned += 1);
             assert_eq!(returned, lens.len() * to.len());
             assert!(batch.gso, "loopback takes GSO");
+            // Each peer's 1200, 1200, 700 went as one message; the 1300
+            // on its own.
+            assert_eq!(batch.gso_sent, 2, "GSO messages");
             let mut buf = [0u8; 2048];
             for receiver in &receivers {
                 receiver
