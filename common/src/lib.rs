@@ -2,6 +2,7 @@
 //! the LiveKit defaults they share.
 
 mod ids;
+pub mod netstat;
 pub mod procstat;
 
 pub use ids::{ParticipantIdentity, ParticipantSid, RoomName, RoomSid, TrackSid, new_sid};

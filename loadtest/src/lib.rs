@@ -12,7 +12,7 @@ mod livekit;
 mod media;
 mod pacer;
 mod peer;
-use salon_common::procstat;
+use salon_common::{netstat, procstat};
 mod report;
 mod scrape;
 
@@ -379,6 +379,8 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
     // The measurement window.
     let cpu_start = server.as_deref().map(procstat::sample).transpose()?;
     let self_start = procstat::sample(&me)?;
+    // Unreadable (no /proc/net): the report says nothing of the kernel.
+    let drops_start = netstat::kernel_drops().ok();
     let delay_start = match &args.server_metrics {
         Some(url) => window_scrape(url).await,
         None => None,
@@ -401,6 +403,9 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
     lock(&ledger).end_window(window_end);
     let cpu_end = server.as_deref().map(procstat::sample).transpose()?;
     let self_end = procstat::sample(&me)?;
+    let kernel_drops = drops_start
+        .zip(netstat::kernel_drops().ok())
+        .map(|(start, end)| end.since(&start));
     // Workers flush their delays once a second: wait for the window's last.
     let delay_end = match &args.server_metrics {
         Some(url) => {
@@ -463,6 +468,7 @@ pub async fn run(args: LoadTestArgs) -> Result<Report, LoadTestError> {
             .map(|(a, b)| DelayFigures::new(&b.since(&a))),
         generator_cpu_percent: 100.0 * self_end.cpu.saturating_sub(self_start.cpu).as_secs_f64()
             / wall.as_secs_f64().max(1e-9),
+        kernel_drops,
     })
 }
 

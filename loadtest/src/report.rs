@@ -115,6 +115,10 @@ pub struct Report {
     /// The load generator's own CPU, of one core: near 100% per core used
     /// means the generator, not the server, sets the pace.
     pub generator_cpu_percent: f64,
+    /// Datagrams the kernel dropped during the window (the machine's and
+    /// the network namespace's counts, `netstat.rs`): a loss the server
+    /// did not make, which its feedback still reports.
+    pub kernel_drops: Option<salon_common::netstat::KernelDrops>,
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -232,6 +236,13 @@ impl Report {
             "load generator CPU",
             format!("{:.1} % of one core", self.generator_cpu_percent),
         );
+        if let Some(k) = self.kernel_drops.filter(|k| k.any()) {
+            row(
+                &mut out,
+                "kernel drops (backlog, UDP rcv/snd)",
+                format!("{} / {} / {}", k.backlog, k.udp_rcvbuf, k.udp_sndbuf),
+            );
+        }
         if f.unmatched_packets > 0 {
             row(
                 &mut out,
