@@ -22,15 +22,19 @@
 //! browser's bandwidth probes), pass on untouched, and webrtc-rs drops
 //! them as before.
 //!
-//! RTX streams that a description declares (`a=ssrc-group:FID`), webrtc-rs
-//! puts back itself, but only after the NACK generator, which then keeps
-//! asking for what came: those are put back here too.
+//! Firefox declares its simulcast SSRCs and their RTX pairs in its
+//! description as well, but webrtc-rs names a rid's stream by its packets
+//! and never joins the pairs to it: its RTX went the same way, and is put
+//! back here by its `rrid` too. The RTX of a stream without simulcast
+//! (`a=ssrc-group:FID`) webrtc-rs puts back itself, but only after the
+//! NACK generator, which then keeps asking for what came: that is put back
+//! here as well.
 //!
 //! It also counts, for the connection quality, what the publisher's link
 //! lost: packets the streams' sequence numbers say were sent, against those
-//! that arrived the first time. webrtc-rs's own counters come from its
-//! receiver reports, which count a packet lost at the report before its
-//! repair and as received after it.
+//! that arrived the first time. webrtc-rs's own loss counter comes from
+//! its receiver reports, whose running total keeps a packet lost if its
+//! repair came after the report, while the repair counts as received.
 
 use crate::feedback::Feedback;
 use bytes::Bytes;
