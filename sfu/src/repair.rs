@@ -23,9 +23,8 @@
 //! them as before.
 //!
 //! Firefox declares its simulcast SSRCs and their RTX pairs in its
-//! description as well, but webrtc-rs names a rid's stream by its packets
-//! and never joins the pairs to it: its RTX went the same way, and is put
-//! back here by its `rrid` too. The RTX of a stream without simulcast
+//! description as well, and sends `rrid`; its retransmissions were lost
+//! the same way (lossy.test.js), and are put back here too. The RTX of a stream without simulcast
 //! (`a=ssrc-group:FID`) webrtc-rs puts back itself, but only after the
 //! NACK generator, which then keeps asking for what came: that is put back
 //! here as well.
