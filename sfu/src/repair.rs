@@ -224,35 +224,38 @@ impl RtxRepair {
 
     /// Counts a packet of a bound stream for the link, keeps its payload
     /// type (a publisher may change codec on a stream), and learns which
-    /// (mid, rid) it is.
-    fn learn_stream(&mut self, packet: &rtc::rtp::Packet) {
-        if let Some(bound) = self.bound.get_mut(&packet.header.ssrc) {
-            bound.payload_type = packet.header.payload_type;
-            if let Some(advance) = bound.arrived.insert(packet.header.sequence_number) {
-                // A jump past the window is a stream starting over, not a
-                // thousand packets lost.
-                let advance = if advance >= SeqWindow::SIZE {
-                    1
-                } else {
-                    advance
-                };
-                self.count(u64::from(advance), 1);
-            }
+    /// (mid, rid) it is; false, and nothing done, if no stream is bound on
+    /// its SSRC.
+    fn learn_stream(&mut self, packet: &rtc::rtp::Packet) -> bool {
+        let Some(bound) = self.bound.get_mut(&packet.header.ssrc) else {
+            return false;
+        };
+        bound.payload_type = packet.header.payload_type;
+        if let Some(advance) = bound.arrived.insert(packet.header.sequence_number) {
+            // A jump past the window is a stream starting over, not a
+            // thousand packets lost.
+            let advance = if advance >= SeqWindow::SIZE {
+                1
+            } else {
+                advance
+            };
+            self.count(u64::from(advance), 1);
         }
         let Some(rid) = Self::extension(packet, self.ids.rid) else {
-            return;
+            return true;
         };
         let mid = Self::extension(packet, self.ids.mid).unwrap_or_default();
         let ssrc = packet.header.ssrc;
         // Browsers repeat the rid on every packet until it is acknowledged:
         // an entry is written once, not per packet.
         if self.stream_named(mid, rid) == Some(ssrc) {
-            return;
+            return true;
         }
         let (mid, rid) = (Bytes::copy_from_slice(mid), Bytes::copy_from_slice(rid));
         self.by_rid
             .retain(|named| named.mid != mid || named.rid != rid);
         self.by_rid.push(Named { mid, rid, ssrc });
+        true
     }
 
     /// Adds to the link's counts, and reports them now and then.
@@ -318,12 +321,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxRepair {
         if let Packet::Rtp(packet) = &mut msg.message.packet {
             let ssrc = packet.header.ssrc;
             // A declared RTX stream is bound too: the repairs come first.
-            let primary = match self.repairs.get(&ssrc) {
-                Some(&primary) => Some(primary),
-                None if self.bound.contains_key(&ssrc) => {
-                    self.learn_stream(packet);
-                    None
-                }
+            let primary = match self.repairs.get(&ssrc).copied() {
+                Some(primary) => Some(primary),
+                None if self.learn_stream(packet) => None,
                 None => self.repaired(packet),
             };
             if let Some(primary) = primary
