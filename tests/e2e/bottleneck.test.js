@@ -14,30 +14,12 @@ import assert from 'node:assert/strict';
 import { waitForMediaFrom } from './lib/browser.js';
 import { connectionPorts } from './lib/netloss.js';
 import { loopbackShaper } from './lib/shaper.js';
-import { bandwidthFixture, HD_PUBLISHER, lastEstimate, sleep } from './lib/bandwidth.js';
+import { bandwidthFixture, HD_PUBLISHER, lastEstimate, sleep, viewerVideo } from './lib/bandwidth.js';
 
 const LINK_KBPS = 600;
 const FIFO_BYTES = 120_000;
 
 const shared = bandwidthFixture(loopbackShaper);
-
-/// The viewer's video.
-async function viewerVideo(page) {
-  return page.evaluate(async () => {
-    const stats = await window.salonRoom.engine.pcManager.subscriber.getStats();
-    let v = {};
-    stats.forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') v = s;
-    });
-    return {
-      now: Date.now(),
-      width: v.frameWidth ?? 0,
-      decoded: v.framesDecoded ?? 0,
-      freezes: v.freezeCount ?? 0,
-      bytes: v.bytesReceived ?? 0,
-    };
-  });
-}
 
 test('a viewer behind a link too small for the large layer gets one that fits, before the queue overflows', async () => {
   await shared.fx.joinWithSdk('pat', 'bottleneck-room', {}, HD_PUBLISHER);

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { waitForMediaFrom } from './lib/browser.js';
 import { connectionPorts } from './lib/netloss.js';
 import { loopbackShaper } from './lib/shaper.js';
-import { bandwidthFixture, HD_PUBLISHER, publisherLayers, sleep } from './lib/bandwidth.js';
+import { bandwidthFixture, HD_PUBLISHER, publisherLayers, sleep, viewerVideo } from './lib/bandwidth.js';
 
 const LINK_KBPS = 300;
 const FIFO_BYTES = 30_000;
@@ -18,24 +18,6 @@ const FIFO_BYTES = 30_000;
 const HOLD_SECONDS = 15;
 
 const shared = bandwidthFixture(loopbackShaper);
-
-/// The viewer's video: the layer it decodes, and how the picture goes.
-async function viewerVideo(page) {
-  return page.evaluate(async () => {
-    const stats = await window.salonRoom.engine.pcManager.subscriber.getStats();
-    let v = {};
-    stats.forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') v = s;
-    });
-    return {
-      now: Date.now(),
-      width: v.frameWidth ?? 0,
-      decoded: v.framesDecoded ?? 0,
-      freezes: v.freezeCount ?? 0,
-      freezeMs: Math.round((v.totalFreezesDuration ?? 0) * 1000),
-    };
-  });
-}
 
 test('a viewer of a publisher whose uplink shrinks goes on with the layer still sent, then gets the large one back', async () => {
   const pub = await shared.fx.joinWithSdk('pia', 'uplink-room', {}, HD_PUBLISHER);

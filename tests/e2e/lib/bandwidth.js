@@ -38,6 +38,27 @@ export async function publisherLayers(page) {
   });
 }
 
+/// A viewer's video on its subscriber connection (one video stream: it
+/// watches one camera): the layer it decodes, how the picture goes, and
+/// the bytes received.
+export async function viewerVideo(page) {
+  return page.evaluate(async () => {
+    const stats = await window.salonRoom.engine.pcManager.subscriber.getStats();
+    let v = {};
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') v = s;
+    });
+    return {
+      now: Date.now(),
+      width: v.frameWidth ?? 0,
+      decoded: v.framesDecoded ?? 0,
+      freezes: v.freezeCount ?? 0,
+      freezeMs: Math.round((v.totalFreezesDuration ?? 0) * 1000),
+      bytes: v.bytesReceived ?? 0,
+    };
+  });
+}
+
 /// The publisher's own estimate of its uplink, in bits per second (Chrome's
 /// availableOutgoingBitrate on the connection the camera is sent on), if
 /// it has one.
