@@ -54,6 +54,17 @@ struct MediaArgs {
     /// endpoints use. Off unless given.
     #[arg(long)]
     prometheus_port: Option<u16>,
+    /// Send the datagrams that wait for one peer as one UDP GSO message,
+    /// which the kernel segments: less CPU per packet. A path that refuses
+    /// GSO turns it off by itself.
+    #[arg(
+        long,
+        env = "SALON_UDP_GSO",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    udp_gso: bool,
 }
 
 #[derive(clap::Args)]
@@ -307,6 +318,7 @@ pub(crate) async fn sfu(args: SfuArgs) -> Result<(), String> {
             rtc_bind_ip: args.rtc_ip,
             rtc_port: args.media.rtc_port,
             media_workers: args.media.media_workers,
+            udp_gso: args.media.udp_gso,
         },
         NodeEndpoints {
             listen: args.listen,
@@ -458,6 +470,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<(), String> {
             rtc_bind_ip: ip,
             rtc_port: args.media.rtc_port,
             media_workers: args.media.media_workers,
+            udp_gso: args.media.udp_gso,
         },
         NodeEndpoints {
             listen: SocketAddr::new(ip, 0),

@@ -51,6 +51,11 @@ pub struct NodeConfig {
     pub rtc_port: u16,
     /// Media workers, each with its own thread and port; 0 means one per core.
     pub media_workers: usize,
+    /// Whether a subscriber's datagrams that wait together leave as one
+    /// UDP GSO message (`worker/udp.rs`). A path that refuses GSO turns it
+    /// off by itself; this is for comparing, or for a path that takes GSO
+    /// and then misbehaves.
+    pub udp_gso: bool,
 }
 
 /// Who joins, and with which rights.
@@ -117,12 +122,7 @@ impl Inner {
 impl Node {
     /// Starts the node's media workers; fails if their sockets cannot bind.
     pub fn start(config: NodeConfig) -> Result<Self, WorkerError> {
-        let workers = Workers::start(
-            config.rtc_bind_ip,
-            config.rtc_port,
-            config.media_workers,
-            NodeMetrics::new()?,
-        )?;
+        let workers = Workers::start(&config, NodeMetrics::new()?)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 workers,

@@ -14,10 +14,11 @@ mod udp;
 pub(crate) use self::core::{AUDIO_LEVEL_URI, Connection, TRANSPORT_CC_URI};
 use crate::forwarder::{ForwarderCommand, ForwarderHandle, LevelSink};
 use crate::metrics::{DelayRecorder, NodeMetrics};
+use crate::node::NodeConfig;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::shared::TransportProtocol;
 use salon_common::ParticipantSid;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
@@ -192,15 +193,12 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` workers (one per core when 0) on `ip`; the first binds
-    /// `port` and the others the ports after it, or all pick a free port
-    /// when `port` is 0.
-    pub(crate) fn start(
-        ip: IpAddr,
-        port: u16,
-        count: usize,
-        metrics: NodeMetrics,
-    ) -> Result<Self, WorkerError> {
+    /// Starts `config.media_workers` workers (one per core when 0) on its
+    /// address; the first binds `config.rtc_port` and the others the ports
+    /// after it, or all pick a free port when it is 0.
+    pub(crate) fn start(config: &NodeConfig, metrics: NodeMetrics) -> Result<Self, WorkerError> {
+        let (ip, port, count) = (config.rtc_bind_ip, config.rtc_port, config.media_workers);
+        let udp_gso = config.udp_gso;
         let count = if count == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -242,7 +240,7 @@ impl Workers {
             let counters = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("salon-media-{i}"))
-                .spawn(move || run(socket, tcp, own, rx, counters))
+                .spawn(move || run(socket, tcp, own, rx, counters, udp_gso))
                 .map_err(WorkerError::Thread)?;
             workers.push(handle);
             addrs.push(udp_addr);
@@ -292,6 +290,7 @@ fn run(
     handle: WorkerHandle,
     commands: mpsc::UnboundedReceiver<WorkerCommand>,
     metrics: NodeMetrics,
+    udp_gso: bool,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -321,12 +320,13 @@ fn run(
                 return;
             }
         };
-        tracing::info!(%udp_addr, %tcp_addr, "media worker listening (UDP, ICE-TCP)");
+        tracing::info!(%udp_addr, %tcp_addr, udp_gso, "media worker listening (UDP, ICE-TCP)");
         let clock = (Instant::now(), SystemTime::now());
         let core =
             self::core::WorkerCore::new(udp_addr, Some(tcp_addr), handle.tx.downgrade(), clock);
         drop(handle);
-        shell(core, udp, tcp, commands, metrics).await;
+        let batch = udp::SendBatch::new(udp_gso);
+        shell(core, udp, tcp, commands, metrics, batch).await;
     });
 }
 
@@ -336,13 +336,13 @@ async fn shell(
     tcp: tokio::net::TcpListener,
     mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
     metrics: NodeMetrics,
+    mut batch: udp::SendBatch,
 ) {
     let sent = &metrics.datagrams_sent;
     let mut delays = DelayRecorder::new(&metrics.forward_delay, Instant::now());
     let mut receiver = udp::Receiver::new(&socket);
     let mut arrivals = udp::ArrivalClock::default();
     let mut links = tcp::TcpLinks::new();
-    let mut batch = udp::SendBatch::new();
     // When the datagrams whose output waits to be sent arrived.
     let mut causes: Vec<Instant> = Vec::with_capacity(READ_BATCH);
     let mut buf = vec![0u8; RECV_BUFFER];

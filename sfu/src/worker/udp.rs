@@ -5,14 +5,14 @@
 //! socket lookup and locking that perf showed next to the copies
 //! themselves.
 //!
-//! With `SALON_UDP_GSO=1`, when a flush holds several datagrams for one
-//! destination (the packets of a paced burst, read together while the
-//! copies of the one before went out), they go as one message with UDP
-//! GSO (`UDP_SEGMENT`): the kernel walks its send path once for them,
-//! which cost 20-40 % less per datagram on loopback
-//! (`benches/benches/udp_floor.rs`). GSO takes segments of one size but
-//! the last, which may be shorter; a run that breaks that rule goes as
-//! several messages, in order.
+//! When a flush holds several datagrams for one destination (the packets
+//! of a paced burst, read together while the copies of the one before
+//! went out), they go as one message with UDP GSO (`UDP_SEGMENT`): the
+//! kernel walks its send path once for them, which cost 20-40 % less per
+//! datagram on loopback (`benches/benches/udp_floor.rs`). GSO takes
+//! segments of one size but the last, which may be shorter; a run that
+//! breaks that rule goes as several messages, in order. `--udp-gso
+//! false` turns it off.
 
 use super::core::Transmit;
 use bytes::BytesMut;
@@ -220,22 +220,20 @@ struct Message {
 }
 
 impl SendBatch {
-    pub(super) fn new() -> Self {
+    /// `gso`: whether to try GSO at all (`NodeConfig::udp_gso`).
+    pub(super) fn new(gso: bool) -> Self {
         Self {
             queued: Vec::with_capacity(MAX_QUEUED),
             messages: Vec::with_capacity(MAX_QUEUED),
             headers: MultiHeaders::preallocate(BATCH, None),
             gso_headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u16))),
-            // Off unless SALON_UDP_GSO=1: see `gso_enabled`.
-            gso: std::env::var_os("SALON_UDP_GSO").is_some_and(|v| v == "1"),
+            gso,
             gso_sent: 0,
         }
     }
 
-    /// Whether runs for one peer go as GSO messages. Opt-in for now: in
-    /// the load test's meeting a subscriber's estimate collapsed and its
-    /// videos paused in 4 runs of 22 with GSO, against 2 of 33 without
-    /// (BENCHMARKS.md, session 12); the cause is not known yet.
+    /// Whether runs for one peer go as GSO messages (and so whether the
+    /// worker reads ahead before it sends): asked for, and not refused.
     pub(super) fn gso_enabled(&self) -> bool {
         self.gso
     }
@@ -285,8 +283,9 @@ impl SendBatch {
                 Err(err) => {
                     let failed = self.messages[next];
                     if failed.count > 1 && gso_refused(&err) {
-                        // Sent again one datagram a message, GSO off.
-                        tracing::debug!(%err, "no UDP GSO on the media socket");
+                        // Sent again one datagram a message, GSO off;
+                        // once per worker, so worth telling ops.
+                        tracing::info!(%err, "the path refuses UDP GSO; sending without it");
                         self.gso = false;
                         self.messages.splice(
                             next..=next,
@@ -370,11 +369,13 @@ fn batchable(messages: &[Message]) -> (usize, Option<usize>) {
 }
 
 /// Whether the kernel refused a GSO message for being one: the device
-/// cannot segment or checksum it, or its segments do not fit the path.
+/// cannot segment or checksum it (EIO, EOPNOTSUPP), or its segments do
+/// not fit the path's MTU (EMSGSIZE on Linux 6.18, EINVAL before).
 fn gso_refused(err: &io::Error) -> bool {
+    use nix::errno::Errno;
     matches!(
-        err.raw_os_error().map(nix::errno::Errno::from_raw),
-        Some(nix::errno::Errno::EIO | nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP)
+        err.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EIO | Errno::EINVAL | Errno::EOPNOTSUPP | Errno::EMSGSIZE)
     )
 }
 
@@ -467,7 +468,7 @@ mod tests {
                 std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"),
             ];
             let total = BATCH * 2 + 5;
-            let mut batch = SendBatch::new();
+            let mut batch = SendBatch::new(false);
             let mut returned = Vec::new();
             for i in 0..total {
                 let to = receivers[i % 2].local_addr().expect("address");
@@ -510,7 +511,7 @@ mod tests {
             let good = receiver.local_addr().expect("address");
             // An IPv6 destination on an IPv4 socket: EAFNOSUPPORT for that one.
             let bad: std::net::SocketAddr = "[::1]:9".parse().expect("address");
-            let mut batch = SendBatch::new();
+            let mut batch = SendBatch::new(false);
             for (i, to) in [good, bad, good].into_iter().enumerate() {
                 let datagram = BytesMut::from(&[i as u8; 8][..]);
                 batch.push(Transmit {
@@ -545,8 +546,7 @@ mod tests {
     fn runs_for_one_peer_become_messages_of_one_segment_size() {
         let a: std::net::SocketAddr = "127.0.0.1:1000".parse().expect("address");
         let b: std::net::SocketAddr = "127.0.0.1:2000".parse().expect("address");
-        let mut batch = SendBatch::new();
-        batch.gso = true;
+        let mut batch = SendBatch::new(true);
         for (byte, len_a, len_b) in [(1, 1200, 1200), (2, 1200, 1100), (3, 900, 1200)] {
             batch.push(transmit(b, byte, len_b));
             batch.push(transmit(a, byte, len_a));
@@ -591,8 +591,7 @@ mod tests {
                 .collect();
             // Four packets' copies, the third shorter, the fourth longer.
             let lens = [1200, 1200, 700, 1300];
-            let mut batch = SendBatch::new();
-            batch.gso = true;
+            let mut batch = SendBatch::new(true);
             for (i, len) in lens.into_iter().enumerate() {
                 for peer in &to {
                     batch.push(transmit(*peer, i as u8, len));
@@ -617,6 +616,60 @@ mod tests {
                 }
             }
         });
+    }
+
+    /// A path that refuses GSO: the kernel refuses a GSO message whose
+    /// segments are larger than the path's MTU (EMSGSIZE), as it refuses
+    /// one for a device that cannot checksum (EIO). Here a network namespace of
+    /// the test's own whose loopback takes 1000 bytes, so that the host's
+    /// loopback is left as it is. The refused message goes again one
+    /// datagram a message (fragmented by the kernel, reassembled whole),
+    /// and GSO stays off for the batch from then on. Needs root, as the
+    /// shaped browser tests do.
+    #[test]
+    fn a_path_that_refuses_gso_still_gets_every_datagram() {
+        std::thread::spawn(|| {
+            // Namespaces belong to a thread: only this one moves, and the
+            // `ip` it starts inherits its namespace.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("a network namespace of the test's own (run as root)");
+            let up = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "mtu", "1000", "up"])
+                .status()
+                .expect("ip (iproute2)");
+            assert!(up.success(), "ip link set lo up: {up}");
+
+            let (runtime, sender) = loopback_sender();
+            runtime.block_on(async {
+                let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+                receiver
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+                let to = receiver.local_addr().expect("address");
+                let mut batch = SendBatch::new(true);
+                // Two rounds: the first finds out, the second sends
+                // without trying.
+                for round in 0..2u8 {
+                    for i in 0..3u8 {
+                        batch.push(transmit(to, round * 3 + i, 1200));
+                    }
+                    let mut returned = 0;
+                    batch.flush(&sender, true, |_| returned += 1);
+                    assert_eq!(returned, 3, "every buffer comes back");
+                    assert!(!batch.gso, "GSO is off once refused");
+                    assert_eq!(batch.gso_sent, 0);
+                    let mut buf = [0u8; 2048];
+                    for i in 0..3u8 {
+                        let (n, _) = receiver.recv_from(&mut buf).expect("a datagram");
+                        let byte = round * 3 + i;
+                        assert_eq!(n, 1200, "datagram {byte}");
+                        assert!(buf[..n].iter().all(|&b| b == byte), "datagram {byte}");
+                    }
+                }
+            });
+        })
+        .join()
+        .expect("the test's thread");
     }
 
     /// An anchor read at a known offset between the two clocks.

@@ -38,6 +38,7 @@ pub(crate) fn node() -> Node {
         rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         rtc_port: 0,
         media_workers: 1,
+        udp_gso: true,
     })
     .expect("media worker starts")
 }
