@@ -12,6 +12,20 @@ use std::time::{Duration, Instant};
 /// ones nobody watches), and another may replace it.
 const STALL: Duration = Duration::from_millis(1000);
 
+/// A layer is taken as stopped sooner when a lower one goes on without
+/// it: when a publisher's uplink shrinks, Chrome stops its top layers
+/// and keeps the small one, and waiting the whole `STALL` kept its
+/// viewers' pictures frozen that much longer. Sooner means after this
+/// many of the layer's own frame intervals (so that a layer sent at a
+/// few frames a second is not taken for stopped between two frames),
+/// and never before `OUTRUN_MIN`. All layers quiet together (a still
+/// screen, a publisher's hiccup) is not this case: the lower layer must
+/// have been going already when this one went quiet.
+const OUTRUN_FRAMES: u32 = 4;
+const OUTRUN_MIN: Duration = Duration::from_millis(300);
+/// The frame interval assumed of a layer until it has sent two frames.
+const FIRST_FRAME_GAP: Duration = Duration::from_millis(100);
+
 /// A simulcast layer's place in quality order: `SINGLE` for a stream without
 /// simulcast, then LiveKit's rids `q`, `h` and `f`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,7 +104,24 @@ pub struct LayerTable {
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     ssrc: u32,
+    /// Its last packet.
     at: Instant,
+    /// The first packet after its last gap longer than `outrun`: since
+    /// when it has gone on without a pause.
+    since: Instant,
+    /// The newest RTP timestamp it sent, and when its first packet came.
+    frame: u32,
+    frame_at: Instant,
+    /// The time between its frames, averaged.
+    frame_gap: Duration,
+}
+
+impl Seen {
+    /// How long the layer may go without a packet, while a lower one goes
+    /// on, before it counts as stopped.
+    fn outrun(&self) -> Duration {
+        (self.frame_gap * OUTRUN_FRAMES).clamp(OUTRUN_MIN, STALL)
+    }
 }
 
 /// A subscriber's share of its link for one track, in bits per second.
@@ -219,9 +250,36 @@ struct Rate {
 }
 
 impl LayerTable {
-    /// Notes a packet of layer `rank` on `ssrc`.
-    pub fn observe(&mut self, now: Instant, rank: Rank, ssrc: u32) {
-        self.seen[rank.index()] = Some(Seen { ssrc, at: now });
+    /// Notes a packet of layer `rank` on `ssrc` with RTP timestamp
+    /// `timestamp`.
+    pub fn observe(&mut self, now: Instant, rank: Rank, ssrc: u32, timestamp: u32) {
+        let seen = &mut self.seen[rank.index()];
+        match seen {
+            Some(s) if s.ssrc == ssrc => {
+                if now.saturating_duration_since(s.at) > s.outrun() {
+                    s.since = now;
+                }
+                s.at = now;
+                // A newer frame (a retransmission or a late packet of an
+                // older one says nothing of the layer's pace).
+                if (timestamp.wrapping_sub(s.frame) as i32) > 0 {
+                    let gap = now.saturating_duration_since(s.frame_at).min(STALL);
+                    s.frame_gap = (s.frame_gap * 3 + gap) / 4;
+                    s.frame = timestamp;
+                    s.frame_at = now;
+                }
+            }
+            _ => {
+                *seen = Some(Seen {
+                    ssrc,
+                    at: now,
+                    since: now,
+                    frame: timestamp,
+                    frame_at: now,
+                    frame_gap: FIRST_FRAME_GAP,
+                });
+            }
+        }
     }
 
     /// Takes a sender report of the publisher's for `ssrc`; `false` if no
@@ -310,9 +368,16 @@ impl LayerTable {
     }
 
     fn live(&self, now: Instant, index: usize) -> Option<u32> {
-        self.seen[index]
-            .filter(|s| now.saturating_duration_since(s.at) <= STALL)
-            .map(|s| s.ssrc)
+        let seen = self.seen[index]?;
+        if now.saturating_duration_since(seen.at) > STALL {
+            return None;
+        }
+        // A lower layer that was going when this one went quiet, and
+        // still is.
+        let outrun = self.seen[..index].iter().flatten().any(|lower| {
+            lower.since <= seen.at && lower.at.saturating_duration_since(seen.at) > seen.outrun()
+        });
+        (!outrun).then_some(seen.ssrc)
     }
 
     /// The bitrate of the layer a subscriber asking for up to `asked` gets

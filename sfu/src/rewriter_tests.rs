@@ -63,7 +63,7 @@ impl Sub {
         packets
             .iter()
             .filter_map(|&(ssrc, rid, seq, ts, key)| {
-                self.layers.observe(now, Rank::of_rid(rid), ssrc);
+                self.layers.observe(now, Rank::of_rid(rid), ssrc, ts);
                 match self.r.process(now, &self.layers, ssrc, seq, ts, key, None) {
                     Verdict::Forward {
                         sequence,
@@ -305,9 +305,11 @@ fn when_the_current_layer_stops_a_lower_one_takes_over_on_its_keyframe() {
     let mut s = Sub::new(Demand::DEFAULT);
     let out = s.feed(t0, &[(3, "f", 1, 10, true), (3, "f", 2, 3010, false)]);
     assert_eq!(out, vec![(1, 10), (2, 3010)]);
-    // "h" keeps coming, "f" went quiet: within a second nothing changes...
-    let t1 = t0 + Duration::from_millis(500);
+    // "f" went quiet, and nothing else is sent: within a second nothing
+    // changes (a still screen)...
+    let t1 = t0 + Duration::from_millis(900);
     assert!(s.feed(t1, &[(2, "h", 70, 500, true)]).is_empty());
+    assert_eq!(s.r.wanted_keyframe(), None);
     // ...after it, "h" is wanted and taken on its next keyframe.
     let t2 = t0 + Duration::from_millis(1500);
     assert!(s.feed(t2, &[(2, "h", 71, 600, false)]).is_empty());
@@ -318,18 +320,90 @@ fn when_the_current_layer_stops_a_lower_one_takes_over_on_its_keyframe() {
 }
 
 #[test]
+fn a_layer_that_stops_while_a_lower_one_goes_on_is_left_within_a_third_of_a_second() {
+    let t0 = Instant::now();
+    let frame = |i: u16| t0 + Duration::from_millis(33) * u32::from(i);
+    let mut s = Sub::new(Demand::DEFAULT);
+    // f and h at 30 frames a second; the subscriber gets f.
+    let mut forwarded = 0;
+    for i in 0..30u16 {
+        let ts = u32::from(i) * 3000;
+        let packets = [(3, "f", i, ts, i == 0), (2, "h", 100 + i, ts, i == 0)];
+        forwarded += s.feed(frame(i), &packets).len();
+    }
+    assert_eq!(forwarded, 30, "f, every frame");
+    // f stops (Chrome dropped it), h goes on.
+    let mut wanted_at = None;
+    for i in 30..60u16 {
+        let packet = (2, "h", 100 + i, u32::from(i) * 3000, false);
+        assert!(s.feed(frame(i), &[packet]).is_empty());
+        if wanted_at.is_none() && s.r.wanted_keyframe() == Some((Rank::MEDIUM, 2)) {
+            wanted_at = Some(frame(i));
+        }
+    }
+    let after = wanted_at.expect("h wanted") - frame(29);
+    assert!(
+        after > Duration::from_millis(250) && after <= Duration::from_millis(350),
+        "h wanted {after:?} after f's last packet"
+    );
+    // Its keyframe is taken at once.
+    assert_eq!(s.feed(frame(60), &[(2, "h", 160, 180_000, true)]).len(), 1);
+    assert_eq!(s.r.current_layer(), Some((Rank::MEDIUM, 2)));
+}
+
+#[test]
+fn layers_quiet_together_are_not_taken_for_stopped_by_the_first_one_back() {
+    let t0 = Instant::now();
+    let frame = |i: u16| t0 + Duration::from_millis(33) * u32::from(i);
+    let mut s = Sub::new(Demand::DEFAULT);
+    for i in 0..10u16 {
+        let ts = u32::from(i) * 3000;
+        s.feed(
+            frame(i),
+            &[(3, "f", i, ts, i == 0), (2, "h", 100 + i, ts, i == 0)],
+        );
+    }
+    // Both quiet for 800 ms (a still screen); h's next frame comes first,
+    // a keyframe even, and f's right after it.
+    let back = frame(9) + Duration::from_millis(800);
+    assert!(s.feed(back, &[(2, "h", 110, 90_000, true)]).is_empty());
+    assert_eq!(s.r.wanted_keyframe(), None);
+    assert_eq!(s.feed(back, &[(3, "f", 10, 90_000, false)]).len(), 1);
+    assert_eq!(s.r.current_layer(), Some((Rank::HIGH, 3)));
+}
+
+#[test]
+fn a_top_layer_sent_at_a_few_frames_a_second_is_not_taken_for_stopped() {
+    let t0 = Instant::now();
+    let mut s = Sub::new(Demand::DEFAULT);
+    // Three seconds of h at 30 frames a second, and f at under 4 (every
+    // 8th of h's frames, 264 ms apart).
+    let mut forwarded = 0;
+    for i in 0..90u16 {
+        let at = t0 + Duration::from_millis(33) * u32::from(i);
+        let ts = u32::from(i) * 3000;
+        if i % 8 == 0 {
+            forwarded += s.feed(at, &[(3, "f", i / 8, ts, i == 0)]).len();
+        }
+        assert!(s.feed(at, &[(2, "h", 500 + i, ts, false)]).is_empty());
+        assert_eq!(s.r.wanted_keyframe(), None, "no switch asked at frame {i}");
+    }
+    assert_eq!(forwarded, 12, "every frame of f");
+}
+
+#[test]
 fn choose_prefers_the_best_live_layer_under_the_cap_then_the_lowest_above() {
     let t0 = Instant::now();
     let mut table = LayerTable::default();
-    table.observe(t0, Rank::MEDIUM, 2);
-    table.observe(t0, Rank::HIGH, 3);
+    table.observe(t0, Rank::MEDIUM, 2, 0);
+    table.observe(t0, Rank::HIGH, 3, 0);
     assert_eq!(table.choose(t0, Rank::HIGH), Some((Rank::HIGH, 3)));
     assert_eq!(table.choose(t0, Rank::MEDIUM), Some((Rank::MEDIUM, 2)));
     // No q layer: the lowest above the cap beats nothing.
     assert_eq!(table.choose(t0, Rank::LOW), Some((Rank::MEDIUM, 2)));
     // Two seconds on, only f is still sent.
     let t1 = t0 + Duration::from_secs(2);
-    table.observe(t1, Rank::HIGH, 3);
+    table.observe(t1, Rank::HIGH, 3, 90_000);
     assert_eq!(table.choose(t1, Rank::MEDIUM), Some((Rank::HIGH, 3)));
     assert_eq!(table.choose(t1 + Duration::from_secs(2), Rank::HIGH), None);
 }
