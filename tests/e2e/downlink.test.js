@@ -111,7 +111,12 @@ test('a subscriber whose downlink loses packets gets them again (NACK)', async (
   console.log(`dropped ${dropped.all} in all; video ${JSON.stringify(video)}; audio ${JSON.stringify(audio)}`);
 
   assert.equal(end.video.ssrc, start.video.ssrc, 'the same video stream throughout');
-  assert.ok(dropped.all >= 50 && video.dropped >= 30, `packets dropped: ${JSON.stringify(dropped)}`);
+  // A rule's count is of messages: a run of datagrams Salon sends one
+  // peer as one UDP GSO message crosses loopback's netfilter whole, and
+  // goes or is dropped whole (on a real link each datagram would take its
+  // own chance). What the browser found missing on the stream is the count
+  // of packets lost.
+  assert.ok(dropped.all >= 50 && video.dropped >= 15 && video.lost >= 30, `packets dropped: ${JSON.stringify({ dropped, video })}`);
   assert.ok(video.nacks > 0, `NACKs sent: ${video.nacks}`);
   // The packets asked for came again on the video's RTX stream, which
   // Salon's offer announced beside it.
@@ -123,7 +128,7 @@ test('a subscriber whose downlink loses packets gets them again (NACK)', async (
   // referenced by none). Packets repaired over RTX still count as lost on
   // the media stream in the browser's statistics (and its receiver
   // reports), as they would with LiveKit.
-  assert.ok(video.retransmitted >= 0.5 * video.dropped, `retransmissions on RTX: ${JSON.stringify(video)}`);
+  assert.ok(video.retransmitted >= 0.5 * video.lost, `retransmissions on RTX: ${JSON.stringify(video)}`);
   // Without retransmission every dropped packet stays lost, as audio's do.
   assert.ok(audio.dropped >= 20 && audio.lost >= 0.7 * audio.dropped, `audio ${JSON.stringify(audio)}`);
   // The picture went on: at least 5 frames a second (20 without loss).
