@@ -158,7 +158,7 @@ impl<S> Fanout<S> {
         payload: &[u8],
     ) {
         self.routes.clear();
-        self.layers.observe(now, rank, ssrc, timestamp);
+        self.layers.observe(now, rank, ssrc, sequence, timestamp);
         self.layers.measure(now, rank, payload.len());
         let keyframe = self.keyframe_codec.is_none_or(|c| c.is_keyframe(payload));
         let vp8 = match self.keyframe_codec {

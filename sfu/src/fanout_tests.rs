@@ -285,7 +285,7 @@ fn subscribers_get_their_own_layer_through_loss_reorder_and_a_stopped_layer() {
     assert_eq!(layers_between(ana, sim.at(135), sim.at(150)), vec![22]);
     assert_eq!(layers_between(ana, sim.at(155), sim.at(240)), vec![33]);
     // Her picture never stopped longer than it takes to see that f
-    // stopped while h went on (10 of f's frames) and a keyframe.
+    // stopped while h went on (300 ms) and a keyframe.
     let freeze = longest_silence(ana, sim.at(5), sim.at(240));
     assert!(
         freeze < Duration::from_millis(500),

@@ -23,8 +23,14 @@ const STALL: Duration = Duration::from_millis(1000);
 /// have been going already when this one went quiet.
 const OUTRUN_FRAMES: u32 = 4;
 const OUTRUN_MIN: Duration = Duration::from_millis(300);
-/// The frame interval assumed of a layer until it has sent two frames.
-const FIRST_FRAME_GAP: Duration = Duration::from_millis(100);
+/// A lower layer "goes on" while its packets come without a gap longer
+/// than this many of its frame intervals (and `GOING_MIN`): after a
+/// longer one, it was quiet too.
+const GOING_FRAMES: u32 = 3;
+const GOING_MIN: Duration = Duration::from_millis(150);
+/// Sequence numbers this far behind a layer's newest are a restart, not
+/// a late packet.
+const RESTART_BEHIND: i16 = -1024;
 
 /// A simulcast layer's place in quality order: `SINGLE` for a stream without
 /// simulcast, then LiveKit's rids `q`, `h` and `f`.
@@ -104,23 +110,47 @@ pub struct LayerTable {
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     ssrc: u32,
-    /// Its last packet.
+    /// Its newest packet (by sequence number: a retransmission put back
+    /// into the stream, or a late packet, is not news of the layer), and
+    /// when it came.
+    sequence: u16,
     at: Instant,
-    /// The first packet after its last gap longer than `outrun`: since
-    /// when it has gone on without a pause.
+    /// The first packet after its last gap longer than `going_gap`:
+    /// since when it has gone on without a pause.
     since: Instant,
     /// The newest RTP timestamp it sent, and when its first packet came.
     frame: u32,
     frame_at: Instant,
-    /// The time between its frames, averaged.
-    frame_gap: Duration,
+    /// The time between its frames, averaged; `None` until it has sent
+    /// two.
+    frame_gap: Option<Duration>,
 }
 
 impl Seen {
+    fn new(now: Instant, ssrc: u32, sequence: u16, timestamp: u32) -> Self {
+        Self {
+            ssrc,
+            sequence,
+            at: now,
+            since: now,
+            frame: timestamp,
+            frame_at: now,
+            frame_gap: None,
+        }
+    }
+
     /// How long the layer may go without a packet, while a lower one goes
-    /// on, before it counts as stopped.
+    /// on, before it counts as stopped; the whole `STALL` until its pace
+    /// is known.
     fn outrun(&self) -> Duration {
-        (self.frame_gap * OUTRUN_FRAMES).clamp(OUTRUN_MIN, STALL)
+        self.frame_gap
+            .map_or(STALL, |g| (g * OUTRUN_FRAMES).clamp(OUTRUN_MIN, STALL))
+    }
+
+    /// The longest gap between its packets that still counts as going on.
+    fn going_gap(&self) -> Duration {
+        self.frame_gap
+            .map_or(GOING_MIN, |g| (g * GOING_FRAMES).clamp(GOING_MIN, STALL))
     }
 }
 
@@ -250,35 +280,28 @@ struct Rate {
 }
 
 impl LayerTable {
-    /// Notes a packet of layer `rank` on `ssrc` with RTP timestamp
-    /// `timestamp`.
-    pub fn observe(&mut self, now: Instant, rank: Rank, ssrc: u32, timestamp: u32) {
+    /// Notes a packet of layer `rank` on `ssrc` with sequence number
+    /// `sequence` and RTP timestamp `timestamp`.
+    pub fn observe(&mut self, now: Instant, rank: Rank, ssrc: u32, sequence: u16, timestamp: u32) {
         let seen = &mut self.seen[rank.index()];
-        match seen {
-            Some(s) if s.ssrc == ssrc => {
-                if now.saturating_duration_since(s.at) > s.outrun() {
-                    s.since = now;
-                }
-                s.at = now;
-                // A newer frame (a retransmission or a late packet of an
-                // older one says nothing of the layer's pace).
-                if (timestamp.wrapping_sub(s.frame) as i32) > 0 {
-                    let gap = now.saturating_duration_since(s.frame_at).min(STALL);
-                    s.frame_gap = (s.frame_gap * 3 + gap) / 4;
-                    s.frame = timestamp;
-                    s.frame_at = now;
-                }
-            }
-            _ => {
-                *seen = Some(Seen {
-                    ssrc,
-                    at: now,
-                    since: now,
-                    frame: timestamp,
-                    frame_at: now,
-                    frame_gap: FIRST_FRAME_GAP,
-                });
-            }
+        let Some(s) = seen.as_mut().filter(|s| s.ssrc == ssrc) else {
+            *seen = Some(Seen::new(now, ssrc, sequence, timestamp));
+            return;
+        };
+        let ahead = sequence.wrapping_sub(s.sequence) as i16;
+        if ahead <= 0 && ahead > RESTART_BEHIND {
+            return;
+        }
+        if now.saturating_duration_since(s.at) > s.going_gap() {
+            s.since = now;
+        }
+        s.sequence = sequence;
+        s.at = now;
+        if (timestamp.wrapping_sub(s.frame) as i32) > 0 {
+            let gap = now.saturating_duration_since(s.frame_at).min(STALL);
+            s.frame_gap = Some(s.frame_gap.map_or(gap, |g| (g * 3 + gap) / 4));
+            s.frame = timestamp;
+            s.frame_at = now;
         }
     }
 

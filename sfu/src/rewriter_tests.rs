@@ -63,7 +63,7 @@ impl Sub {
         packets
             .iter()
             .filter_map(|&(ssrc, rid, seq, ts, key)| {
-                self.layers.observe(now, Rank::of_rid(rid), ssrc, ts);
+                self.layers.observe(now, Rank::of_rid(rid), ssrc, seq, ts);
                 match self.r.process(now, &self.layers, ssrc, seq, ts, key, None) {
                     Verdict::Forward {
                         sequence,
@@ -376,34 +376,60 @@ fn layers_quiet_together_are_not_taken_for_stopped_by_the_first_one_back() {
 fn a_top_layer_sent_at_a_few_frames_a_second_is_not_taken_for_stopped() {
     let t0 = Instant::now();
     let mut s = Sub::new(Demand::DEFAULT);
-    // Three seconds of h at 30 frames a second, and f at under 4 (every
-    // 8th of h's frames, 264 ms apart).
+    // Three seconds of h at 30 frames a second, and f at 2 (every 15th
+    // of h's frames, 495 ms apart: more than the 300 ms a layer at 30
+    // frames a second is given).
     let mut forwarded = 0;
     for i in 0..90u16 {
         let at = t0 + Duration::from_millis(33) * u32::from(i);
         let ts = u32::from(i) * 3000;
-        if i % 8 == 0 {
-            forwarded += s.feed(at, &[(3, "f", i / 8, ts, i == 0)]).len();
+        if i % 15 == 0 {
+            forwarded += s.feed(at, &[(3, "f", i / 15, ts, i == 0)]).len();
         }
         assert!(s.feed(at, &[(2, "h", 500 + i, ts, false)]).is_empty());
         assert_eq!(s.r.wanted_keyframe(), None, "no switch asked at frame {i}");
     }
-    assert_eq!(forwarded, 12, "every frame of f");
+    assert_eq!(forwarded, 6, "every frame of f");
+}
+
+#[test]
+fn a_retransmission_does_not_bring_a_stopped_layer_back() {
+    let t0 = Instant::now();
+    let frame = |i: u16| t0 + Duration::from_millis(33) * u32::from(i);
+    let mut s = Sub::new(Demand::DEFAULT);
+    for i in 0..30u16 {
+        let ts = u32::from(i) * 3000;
+        s.feed(
+            frame(i),
+            &[(3, "f", i, ts, i == 0), (2, "h", 100 + i, ts, i == 0)],
+        );
+    }
+    // f stops; h goes on, and is wanted 300 ms on.
+    for i in 30..42u16 {
+        s.feed(frame(i), &[(2, "h", 100 + i, u32::from(i) * 3000, false)]);
+    }
+    assert_eq!(s.r.wanted_keyframe(), Some((Rank::MEDIUM, 2)));
+    // A repair of one of f's last packets comes late (the publisher's
+    // uplink is slow): forwarded, as the stream's own, but f stays stopped.
+    assert_eq!(s.feed(frame(42), &[(3, "f", 25, 75_000, false)]).len(), 1);
+    assert_eq!(s.r.wanted_keyframe(), Some((Rank::MEDIUM, 2)));
+    assert_eq!(s.feed(frame(43), &[(2, "h", 143, 129_000, true)]).len(), 1);
+    assert_eq!(s.r.current_layer(), Some((Rank::MEDIUM, 2)));
 }
 
 #[test]
 fn choose_prefers_the_best_live_layer_under_the_cap_then_the_lowest_above() {
     let t0 = Instant::now();
     let mut table = LayerTable::default();
-    table.observe(t0, Rank::MEDIUM, 2, 0);
-    table.observe(t0, Rank::HIGH, 3, 0);
+    table.observe(t0, Rank::MEDIUM, 2, 0, 0);
+    table.observe(t0, Rank::HIGH, 3, 0, 0);
     assert_eq!(table.choose(t0, Rank::HIGH), Some((Rank::HIGH, 3)));
     assert_eq!(table.choose(t0, Rank::MEDIUM), Some((Rank::MEDIUM, 2)));
     // No q layer: the lowest above the cap beats nothing.
     assert_eq!(table.choose(t0, Rank::LOW), Some((Rank::MEDIUM, 2)));
     // Two seconds on, only f is still sent.
     let t1 = t0 + Duration::from_secs(2);
-    table.observe(t1, Rank::HIGH, 3, 90_000);
+    table.observe(t1, Rank::HIGH, 3, 1, 90_000);
     assert_eq!(table.choose(t1, Rank::MEDIUM), Some((Rank::HIGH, 3)));
     assert_eq!(table.choose(t1 + Duration::from_secs(2), Rank::HIGH), None);
 }
