@@ -283,7 +283,9 @@ impl SendBatch {
                 // (sendmmsg reports one only when it sent nothing).
                 Err(err) => {
                     let failed = self.messages[next];
-                    if failed.count > 1 && gso_refused(&err) {
+                    // The call's first message may be a lone datagram,
+                    // refused for the segment size the call gave it.
+                    if segment.is_some() && gso_refused(&err) {
                         // GSO off, and everything not sent yet planned
                         // again one datagram a message: a call that held a
                         // GSO message gives each of its messages the
@@ -655,9 +657,12 @@ mod tests {
                     std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"),
                     std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"),
                 ];
-                // Per peer: more than one message's worth (so that the
-                // first call holds several GSO messages, each refused).
-                let count = MAX_SEGMENTS as u8 + 3;
+                // Per peer: a shorter datagram, a message of its own that
+                // the call also gives the segment size, then more than one
+                // message's worth (so that the first call holds several
+                // GSO messages, each refused).
+                let count = MAX_SEGMENTS as u8 + 4;
+                let len = |i: u8| if i == 0 { 1000 } else { 1200 };
                 let mut batch = SendBatch::new(true);
                 // Two rounds: the first finds out, the second sends
                 // without trying.
@@ -665,7 +670,7 @@ mod tests {
                     for i in 0..count {
                         for receiver in &receivers {
                             let to = receiver.local_addr().expect("address");
-                            batch.push(transmit(to, round * count + i, 1200));
+                            batch.push(transmit(to, round * count + i, len(i)));
                         }
                     }
                     let mut returned = 0;
@@ -681,7 +686,7 @@ mod tests {
                         for i in 0..count {
                             let (n, _) = receiver.recv_from(&mut buf).expect("a datagram");
                             let byte = round * count + i;
-                            assert_eq!(n, 1200, "datagram {byte}");
+                            assert_eq!(n, len(i), "datagram {byte}");
                             assert!(buf[..n].iter().all(|&b| b == byte), "datagram {byte}");
                         }
                     }
