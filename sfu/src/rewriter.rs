@@ -105,6 +105,10 @@ pub struct LayerTable {
     /// Each layer's line from RTP time to the publisher's NTP time, from
     /// its last sender report, with the SSRC it came for.
     clocks: [Option<(u32, MediaClock)>; Rank::COUNT],
+    /// Each layer outrun by a lower one (see `OUTRUN_FRAMES`). It changes
+    /// only with a packet, so it is worked out once per packet here rather
+    /// than for every subscriber when a layer is chosen.
+    outrun: [bool; Rank::COUNT],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +128,9 @@ struct Seen {
     /// The time between its frames, averaged; `None` until it has sent
     /// two.
     frame_gap: Option<Duration>,
+    /// `at` + `outrun()`, kept with them: the choice of a layer looks at
+    /// it for every subscriber and packet.
+    outrun_at: Instant,
 }
 
 impl Seen {
@@ -136,6 +143,7 @@ impl Seen {
             frame: timestamp,
             frame_at: now,
             frame_gap: None,
+            outrun_at: now.checked_add(STALL).unwrap_or(now),
         }
     }
 
@@ -286,6 +294,7 @@ impl LayerTable {
         let seen = &mut self.seen[rank.index()];
         let Some(s) = seen.as_mut().filter(|s| s.ssrc == ssrc) else {
             *seen = Some(Seen::new(now, ssrc, sequence, timestamp));
+            self.find_outrun();
             return;
         };
         let ahead = sequence.wrapping_sub(s.sequence) as i16;
@@ -302,6 +311,21 @@ impl LayerTable {
             s.frame_gap = Some(s.frame_gap.map_or(gap, |g| (g * 3 + gap) / 4));
             s.frame = timestamp;
             s.frame_at = now;
+        }
+        s.outrun_at = now.checked_add(s.outrun()).unwrap_or(now);
+        self.find_outrun();
+    }
+
+    /// Works out `outrun` again: a layer is outrun by a lower one that was
+    /// going when it went quiet and has gone on past its `outrun_at`.
+    fn find_outrun(&mut self) {
+        for (i, outrun) in self.outrun.iter_mut().enumerate() {
+            *outrun = self.seen[i].as_ref().is_some_and(|seen| {
+                self.seen[..i]
+                    .iter()
+                    .flatten()
+                    .any(|lower| lower.at > seen.outrun_at && lower.since <= seen.at)
+            });
         }
     }
 
@@ -391,16 +415,11 @@ impl LayerTable {
     }
 
     fn live(&self, now: Instant, index: usize) -> Option<u32> {
-        let seen = self.seen[index]?;
+        let seen = self.seen[index].as_ref()?;
         if now.saturating_duration_since(seen.at) > STALL {
             return None;
         }
-        // A lower layer that was going when this one went quiet, and
-        // still is.
-        let outrun = self.seen[..index].iter().flatten().any(|lower| {
-            lower.since <= seen.at && lower.at.saturating_duration_since(seen.at) > seen.outrun()
-        });
-        (!outrun).then_some(seen.ssrc)
+        (!self.outrun[index]).then_some(seen.ssrc)
     }
 
     /// The bitrate of the layer a subscriber asking for up to `asked` gets
