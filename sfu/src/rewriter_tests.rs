@@ -299,6 +299,25 @@ fn a_late_packet_from_before_a_switch_is_not_forwarded() {
     assert_eq!(out, vec![(3, 1)]);
 }
 
+/// When frame `i` of a layer at 30 frames a second from `t0` is sent.
+fn frame_time(t0: Instant, i: u16) -> Instant {
+    t0 + Duration::from_millis(33) * u32::from(i)
+}
+
+impl Sub {
+    /// Frames `frames` of f (SSRC 3) and h (SSRC 2) at 30 a second from
+    /// `t0`, a packet each, keyframes at frame 0; how many were forwarded.
+    fn f_and_h(&mut self, t0: Instant, frames: std::ops::Range<u16>) -> usize {
+        frames
+            .map(|i| {
+                let ts = u32::from(i) * 3000;
+                let packets = [(3, "f", i, ts, i == 0), (2, "h", 100 + i, ts, i == 0)];
+                self.feed(frame_time(t0, i), &packets).len()
+            })
+            .sum()
+    }
+}
+
 #[test]
 fn when_the_current_layer_stops_a_lower_one_takes_over_on_its_keyframe() {
     let t0 = Instant::now();
@@ -322,16 +341,10 @@ fn when_the_current_layer_stops_a_lower_one_takes_over_on_its_keyframe() {
 #[test]
 fn a_layer_that_stops_while_a_lower_one_goes_on_is_left_within_a_third_of_a_second() {
     let t0 = Instant::now();
-    let frame = |i: u16| t0 + Duration::from_millis(33) * u32::from(i);
+    let frame = |i: u16| frame_time(t0, i);
     let mut s = Sub::new(Demand::DEFAULT);
     // f and h at 30 frames a second; the subscriber gets f.
-    let mut forwarded = 0;
-    for i in 0..30u16 {
-        let ts = u32::from(i) * 3000;
-        let packets = [(3, "f", i, ts, i == 0), (2, "h", 100 + i, ts, i == 0)];
-        forwarded += s.feed(frame(i), &packets).len();
-    }
-    assert_eq!(forwarded, 30, "f, every frame");
+    assert_eq!(s.f_and_h(t0, 0..30), 30, "f, every frame");
     // f stops (Chrome dropped it), h goes on.
     let mut wanted_at = None;
     for i in 30..60u16 {
@@ -354,15 +367,9 @@ fn a_layer_that_stops_while_a_lower_one_goes_on_is_left_within_a_third_of_a_seco
 #[test]
 fn layers_quiet_together_are_not_taken_for_stopped_by_the_first_one_back() {
     let t0 = Instant::now();
-    let frame = |i: u16| t0 + Duration::from_millis(33) * u32::from(i);
+    let frame = |i: u16| frame_time(t0, i);
     let mut s = Sub::new(Demand::DEFAULT);
-    for i in 0..10u16 {
-        let ts = u32::from(i) * 3000;
-        s.feed(
-            frame(i),
-            &[(3, "f", i, ts, i == 0), (2, "h", 100 + i, ts, i == 0)],
-        );
-    }
+    s.f_and_h(t0, 0..10);
     // Both quiet for 800 ms (a still screen); h's next frame comes first,
     // a keyframe even, and f's right after it.
     let back = frame(9) + Duration::from_millis(800);
@@ -381,7 +388,7 @@ fn a_top_layer_sent_at_a_few_frames_a_second_is_not_taken_for_stopped() {
     // frames a second is given).
     let mut forwarded = 0;
     for i in 0..90u16 {
-        let at = t0 + Duration::from_millis(33) * u32::from(i);
+        let at = frame_time(t0, i);
         let ts = u32::from(i) * 3000;
         if i % 15 == 0 {
             forwarded += s.feed(at, &[(3, "f", i / 15, ts, i == 0)]).len();
@@ -395,15 +402,9 @@ fn a_top_layer_sent_at_a_few_frames_a_second_is_not_taken_for_stopped() {
 #[test]
 fn a_retransmission_does_not_bring_a_stopped_layer_back() {
     let t0 = Instant::now();
-    let frame = |i: u16| t0 + Duration::from_millis(33) * u32::from(i);
+    let frame = |i: u16| frame_time(t0, i);
     let mut s = Sub::new(Demand::DEFAULT);
-    for i in 0..30u16 {
-        let ts = u32::from(i) * 3000;
-        s.feed(
-            frame(i),
-            &[(3, "f", i, ts, i == 0), (2, "h", 100 + i, ts, i == 0)],
-        );
-    }
+    s.f_and_h(t0, 0..30);
     // f stops; h goes on, and is wanted 300 ms on.
     for i in 30..42u16 {
         s.feed(frame(i), &[(2, "h", 100 + i, u32::from(i) * 3000, false)]);
