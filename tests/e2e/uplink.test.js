@@ -9,7 +9,14 @@ import assert from 'node:assert/strict';
 import { waitForMediaFrom } from './lib/browser.js';
 import { connectionPorts } from './lib/netloss.js';
 import { loopbackShaper } from './lib/shaper.js';
-import { bandwidthFixture, HD_PUBLISHER, publisherLayers, sleep, viewerVideo } from './lib/bandwidth.js';
+import {
+  bandwidthFixture,
+  HD_PUBLISHER,
+  publisherLayers,
+  publisherUplink,
+  sleep,
+  viewerVideo,
+} from './lib/bandwidth.js';
 
 const LINK_KBPS = 300;
 const FIFO_BYTES = 30_000;
@@ -28,7 +35,7 @@ test('a viewer of a publisher whose uplink shrinks goes on with the layer still 
   const t0 = Date.now();
   const samples = [];
   const sample = async (phase) => {
-    const [v, layers] = await Promise.all([viewerVideo(viewer), publisherLayers(pub)]);
+    const [v, layers, uplink] = await Promise.all([viewerVideo(viewer), publisherLayers(pub), publisherUplink(pub)]);
     const prev = samples.at(-1);
     const ms = prev ? v.now - prev.now : 0;
     // What each layer sent since the last sample, in kb/s.
@@ -42,7 +49,8 @@ test('a viewer of a publisher whose uplink shrinks goes on with the layer still 
     samples.push(s);
     console.log(
       `${s.t.toFixed(1).padStart(5)} s ${phase.padEnd(8)} width ${String(s.width).padStart(4)} decoded ${s.decoded} ` +
-        `freezes ${s.freezes} (${s.freezeMs} ms) | sent (kb/s) ${Object.entries(sent).map(([rid, k]) => `${rid} ${k}`).join(', ')}`,
+        `freezes ${s.freezes} (${s.freezeMs} ms) lost ${s.lost} nacks ${s.nacks} plis ${s.plis} keyframes ${s.keyframes} | ` +
+        `sent (kb/s) ${Object.entries(sent).map(([rid, k]) => `${rid} ${k}`).join(', ')}, estimate ${Math.round((uplink ?? 0) / 1000)}`,
     );
     return s;
   };
@@ -86,10 +94,21 @@ test('a viewer of a publisher whose uplink shrinks goes on with the layer still 
   }
   const last = samples.at(-1);
   const window = samples.slice(samples.indexOf(settled) + 1);
+  // Chrome adds a freeze's duration when it ends: over a second between
+  // samples, one more freeze is that freeze, several share the time.
+  const longestFreezeMs = Math.max(
+    0,
+    ...window.map((s, i) => {
+      const prev = i > 0 ? window[i - 1] : settled;
+      const count = s.freezes - prev.freezes;
+      return count > 0 ? (s.freezeMs - prev.freezeMs) / count : 0;
+    }),
+  );
   const held = {
     widths: [...new Set(window.map((s) => s.width))],
     decoded: last.decoded - settled.decoded,
     freezeMs: last.freezeMs - settled.freezeMs,
+    longestFreezeMs,
   };
   console.log(`on the small link: ${JSON.stringify(held)}`);
   // Never a layer larger than the publisher sent then (its estimate may
@@ -102,9 +121,15 @@ test('a viewer of a publisher whose uplink shrinks goes on with the layer still 
   // Chrome sends its smallest layer at 15 frames a second here, fewer as
   // its estimate dips: 5 a second at least is a moving picture.
   assert.ok(held.decoded >= HOLD_SECONDS * 5, `the picture goes on: ${JSON.stringify(held)}`);
-  // The FIFO holds 0.8 s: a keyframe lost to it may stall the picture
-  // about that long, not more.
-  assert.ok(held.freezeMs <= 2000, `no long freeze: ${JSON.stringify(held)}`);
+  // Chrome's encoder overshoots now and then, with the audio the link
+  // overflows, and a packet of the layer is lost on the way to Salon:
+  // the viewer's picture waits for its retransmission, which crosses the
+  // FIFO's 0.8 s (twice if that is lost too). So a stall is allowed per
+  // loss, up to two crossings, and all of them a quarter of the time;
+  // Salon keeping the viewer on a layer that stopped, or never asking
+  // for a keyframe, would stall it for longer.
+  assert.ok(held.longestFreezeMs <= 2000, `no long freeze: ${JSON.stringify(held)}`);
+  assert.ok(held.freezeMs <= (HOLD_SECONDS * 1000) / 4, `the picture mostly moving: ${JSON.stringify(held)}`);
 
   // The link sound again: Chrome resumes its layers, and the viewer
   // gets a large one back.

@@ -55,6 +55,10 @@ export async function viewerVideo(page) {
       freezes: v.freezeCount ?? 0,
       freezeMs: Math.round((v.totalFreezesDuration ?? 0) * 1000),
       bytes: v.bytesReceived ?? 0,
+      lost: v.packetsLost ?? 0,
+      nacks: v.nackCount ?? 0,
+      plis: v.pliCount ?? 0,
+      keyframes: v.keyFramesDecoded ?? 0,
     };
   });
 }
