@@ -17,6 +17,7 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Packets kept per stream for retransmission: about half a second of
@@ -316,6 +317,9 @@ impl Congestion {
 pub struct Outbound {
     srtp: SrtpSender,
     streams: HashMap<u32, OutStream>,
+    /// How many of `streams` are video. Without one, audio goes without
+    /// transport-wide numbers (see `numbered`).
+    video_streams: usize,
     congestion: Option<Congestion>,
     /// Resends in the current second, and when it began.
     resends: (Option<Instant>, u32),
@@ -330,6 +334,7 @@ impl Outbound {
         Self {
             srtp,
             streams: HashMap::new(),
+            video_streams: 0,
             congestion: None,
             resends: (None, 0),
             sent: (None, 0),
@@ -640,10 +645,13 @@ impl Outbound {
         packet: OutPacket<'_>,
         pool: &mut BufferPool,
     ) -> Result<BytesMut, SrtpError> {
-        let stream = self
-            .streams
-            .entry(packet.ssrc)
-            .or_insert_with(|| OutStream::new(info));
+        let stream = match self.streams.entry(packet.ssrc) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                self.video_streams += usize::from(info.clock_rate == VIDEO_CLOCK_RATE);
+                entry.insert(OutStream::new(info))
+            }
+        };
         // A new RTX stream only for a new SSRC: the same SSRC numbered from
         // the start again would reuse SRTP's (SSRC, index) pairs.
         match (stream.rtx.as_mut(), info.rtx) {
@@ -672,13 +680,14 @@ impl Outbound {
         {
             stream.last_sequence = Some(packet.sequence);
         }
+        let congestion = numbered(&mut self.congestion, self.video_streams, info);
         let datagram = write(
             now,
             &mut self.srtp,
             pool,
             packet,
             roc,
-            self.congestion.as_mut(),
+            congestion,
             Body::Media,
         )?;
         self.sent.1 += datagram.len() as u64;
@@ -745,16 +754,8 @@ impl Outbound {
                 (stream.rollover.of(sequence), Body::Media)
             }
         };
-        let datagram = write(
-            now,
-            &mut self.srtp,
-            pool,
-            packet,
-            roc,
-            self.congestion.as_mut(),
-            body,
-        )
-        .ok()?;
+        let congestion = numbered(&mut self.congestion, self.video_streams, stream.info);
+        let datagram = write(now, &mut self.srtp, pool, packet, roc, congestion, body).ok()?;
         self.sent.1 += datagram.len() as u64;
         Some(datagram)
     }
@@ -763,7 +764,11 @@ impl Outbound {
     /// the subscriber unsubscribed from its track. NACKs for it find
     /// nothing from then on.
     pub fn forget_stream(&mut self, ssrc: u32) {
-        self.streams.remove(&ssrc);
+        if let Some(stream) = self.streams.remove(&ssrc)
+            && stream.info.clock_rate == VIDEO_CLOCK_RATE
+        {
+            self.video_streams -= 1;
+        }
     }
 
     /// What stream `ssrc`'s sender reports are to say from now on: the
@@ -855,6 +860,28 @@ impl Outbound {
             ));
         }
         reports
+    }
+}
+
+/// The connection's transport-wide numbering for a packet of a stream
+/// like `info`, if it gets a number: video always, audio only while the
+/// connection also gets video. The feedback is for the video's bandwidth
+/// estimate, and the audio beside it is part of its loss sample (a paused
+/// video leaves only the audio to tell when the loss is over). A listener
+/// without video has nothing to estimate, and its browser would report on
+/// every audio packet it gets: 100 listeners sent the worker some 1 000
+/// feedback packets a second for 50 audio packets (BENCHMARKS.md, session
+/// 15). LiveKit offers transport-cc on video only; Salon negotiates it on
+/// audio too, for that loss sample.
+fn numbered(
+    congestion: &mut Option<Congestion>,
+    video_streams: usize,
+    info: StreamInfo,
+) -> Option<&mut Congestion> {
+    if info.clock_rate == VIDEO_CLOCK_RATE || video_streams > 0 {
+        congestion.as_mut()
+    } else {
+        None
     }
 }
 

@@ -940,3 +940,47 @@ fn heavy_loss_holds_while_too_few_packets_say_otherwise() {
     second(&mut ob, 21, 0, |_| false);
     assert!(!heavy(&ob), "lapsed");
 }
+
+/// The transport-wide number a datagram carries, if any: the one
+/// extension `write` puts after the 12-byte header (it is not encrypted).
+fn transport_number(datagram: &[u8]) -> Option<u16> {
+    (datagram[0] & 0x10 != 0).then(|| u16::from_be_bytes([datagram[17], datagram[18]]))
+}
+
+#[test]
+fn audio_is_numbered_only_while_the_connection_also_gets_video() {
+    let mut pool = BufferPool::default();
+    let mut ob = outbound(9);
+    ob.set_transport_cc(Some(5));
+    let now = Instant::now();
+    let payload = Bytes::from_static(b"opus");
+    let audio = StreamInfo {
+        clock_rate: 48_000,
+        ..info()
+    };
+    let send =
+        |ob: &mut Outbound, pool: &mut BufferPool, info: StreamInfo, ssrc: u32, sequence: u16| {
+            let packet = OutPacket {
+                ssrc,
+                ..out(&payload, sequence, 0)
+            };
+            let datagram = ob.send(now, info, packet, pool).unwrap();
+            transport_number(&datagram)
+        };
+    // A listener: its audio goes without numbers, so its browser has
+    // nothing to report on.
+    assert_eq!(send(&mut ob, &mut pool, audio, 1, 1), None);
+    assert_eq!(send(&mut ob, &mut pool, audio, 1, 2), None);
+    // With a video beside it, the audio is numbered too, in one sequence.
+    assert_eq!(send(&mut ob, &mut pool, info(), 2, 1), Some(0));
+    assert_eq!(send(&mut ob, &mut pool, audio, 1, 3), Some(1));
+    assert_eq!(send(&mut ob, &mut pool, info(), 2, 2), Some(2));
+    // A retransmission of the audio is numbered as well.
+    let again = ob.resend(now, 1, 3, &mut pool).unwrap();
+    assert_eq!(transport_number(&again), Some(3));
+    // The video unsubscribed: the audio goes without numbers again.
+    ob.forget_stream(2);
+    assert_eq!(send(&mut ob, &mut pool, audio, 1, 4), None);
+    let again = ob.resend(now, 1, 4, &mut pool).unwrap();
+    assert_eq!(transport_number(&again), None);
+}
