@@ -201,6 +201,11 @@ impl<S> Fanout<S> {
         self.layers.set_clock(ssrc, clock)
     }
 
+    /// Every subscriber's sink.
+    pub fn sinks(&self) -> impl Iterator<Item = &S> + '_ {
+        self.downs.iter().map(|d| &d.sink)
+    }
+
     /// Every subscriber's sink, with the line from its stream's RTP time
     /// to the publisher's NTP time, if the layer it gets had a sender
     /// report: what its own reports must say (on Salon's clock).

@@ -767,7 +767,7 @@ impl Outbound {
         if let Some(stream) = self.streams.remove(&ssrc)
             && stream.info.clock_rate == VIDEO_CLOCK_RATE
         {
-            self.video_streams -= 1;
+            self.video_streams = self.video_streams.saturating_sub(1);
         }
     }
 

@@ -978,9 +978,16 @@ fn audio_is_numbered_only_while_the_connection_also_gets_video() {
     // A retransmission of the audio is numbered as well.
     let again = ob.resend(now, 1, 3, &mut pool).unwrap();
     assert_eq!(transport_number(&again), Some(3));
-    // The video unsubscribed: the audio goes without numbers again.
+    // A second video, and a second audio that comes and goes: the audio
+    // stays numbered while any video is left.
+    assert_eq!(send(&mut ob, &mut pool, info(), 4, 1), Some(4));
+    assert_eq!(send(&mut ob, &mut pool, audio, 5, 1), Some(5));
+    ob.forget_stream(5);
+    ob.forget_stream(4);
+    assert_eq!(send(&mut ob, &mut pool, audio, 1, 4), Some(6));
+    // The last video unsubscribed: the audio goes without numbers again.
     ob.forget_stream(2);
-    assert_eq!(send(&mut ob, &mut pool, audio, 1, 4), None);
-    let again = ob.resend(now, 1, 4, &mut pool).unwrap();
+    assert_eq!(send(&mut ob, &mut pool, audio, 1, 5), None);
+    let again = ob.resend(now, 1, 5, &mut pool).unwrap();
     assert_eq!(transport_number(&again), None);
 }

@@ -573,7 +573,7 @@ impl WorkerCore {
         }
         self.demux.remove(id);
         for key in conn.tracks.values() {
-            self.tracks.remove(key);
+            self.drop_track(*key);
         }
         for forwarder in self.tracks.values_mut() {
             forwarder.fanout.remove(&conn.owner);
@@ -597,6 +597,25 @@ impl WorkerCore {
                 {
                     outbound.forget_stream(down.ssrc);
                 }
+            }
+        }
+    }
+
+    /// Stops forwarding a track, and lets its subscribers' connections go
+    /// of their streams of it: the room unsubscribes them later, when the
+    /// forwarder is already gone. A connection left holding a video stream
+    /// would go on numbering its audio for feedback (`outbound.rs`).
+    fn drop_track(&mut self, key: TrackKey) {
+        let Some(forwarder) = self.tracks.remove(&key) else {
+            return;
+        };
+        for down in forwarder.fanout.sinks() {
+            if let Some(outbound) = self
+                .conns
+                .get_mut(&down.conn)
+                .and_then(|c| c.outbound.as_mut())
+            {
+                outbound.forget_stream(down.ssrc);
             }
         }
     }
@@ -714,7 +733,7 @@ impl WorkerCore {
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
                 conn.opening.remove(&track_id);
                 if let Some(key) = conn.tracks.remove(&track_id) {
-                    self.tracks.remove(&key);
+                    self.drop_track(key);
                 }
                 return;
             }
@@ -748,11 +767,13 @@ impl WorkerCore {
         self.next_id += 1;
         let levels = conn.levels.clone().zip(conn.audio_level_ext);
         let forwarder = Forwarder::new(id, receiver_id, &codec, kind, levels);
-        if let Some(old) = conn.tracks.insert(track_id.to_owned(), key) {
-            // The client published the same track again on a new transceiver.
-            self.tracks.remove(&old);
-        }
+        let replaced = conn.tracks.insert(track_id.to_owned(), key);
+        let notices = conn.notices.clone();
         self.tracks.insert(key, forwarder);
+        if let Some(old) = replaced {
+            // The client published the same track again on a new transceiver.
+            self.drop_track(old);
+        }
         tracing::debug!(ssrc, mime = %codec.mime_type, "forwarding a new track");
         let Some(tx) = self.handle.upgrade() else {
             return;
@@ -763,7 +784,7 @@ impl WorkerCore {
             codec,
             kind,
         };
-        let _ = conn.notices.send(ConnNotice {
+        let _ = notices.send(ConnNotice {
             conn: id,
             event: ConnEvent::Track {
                 cid: track_id.to_owned(),
@@ -1198,7 +1219,9 @@ fn build_pc(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forwarder::DownTrack;
     use crate::worker::ConnRole;
+    use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
     fn core() -> (WorkerCore, mpsc::UnboundedSender<WorkerCommand>) {
         let (tx, _rx) = mpsc::unbounded_channel();
@@ -1290,6 +1313,101 @@ mod tests {
         assert_eq!(broken, vec![a]);
         assert!(with(&mut core, a, |_| ()).is_none(), "a is closed");
         assert_eq!(with(&mut core, b, |_| 7), Some(7), "b still works");
+    }
+
+    /// The datagram of a packet on `ssrc`, of a stream whose clock runs at
+    /// `clock_rate` (video's or audio's), that `outbound` sends now.
+    fn send_one(outbound: &mut Outbound, clock_rate: u32, ssrc: u32) -> BytesMut {
+        let info = StreamInfo {
+            sender: Default::default(),
+            clock_rate,
+            rtx: None,
+        };
+        let payload = Bytes::from_static(b"media");
+        let packet = OutPacket {
+            ssrc,
+            payload_type: 96,
+            sequence: 1,
+            timestamp: 0,
+            marker: true,
+            payload: &payload,
+            vp8: None,
+        };
+        outbound
+            .send(Instant::now(), info, packet, &mut BufferPool::default())
+            .expect("protected")
+    }
+
+    /// Whether an audio packet that connection `id` sends now carries a
+    /// transport-wide number (the extension bit).
+    fn audio_numbered(core: &mut WorkerCore, id: ConnId) -> bool {
+        with(core, id, |c| {
+            let outbound = c.outbound.as_mut().expect("sending");
+            send_one(outbound, 48_000, 7)[0] & 0x10 != 0
+        })
+        .expect("open")
+    }
+
+    #[test]
+    fn subscribers_let_go_of_the_streams_of_a_publisher_that_leaves() {
+        let (mut core, _tx) = core();
+        let (notices, _rx) = mpsc::unbounded_channel();
+        let publisher = open(&mut core, &notices);
+        let subscriber = open(&mut core, &notices);
+        // The subscriber gets a video of the publisher's (SSRC 9) and an
+        // audio, with transport-wide feedback.
+        with(&mut core, subscriber, |c| {
+            let provider = rtc::crypto::providers::RingProvider::new();
+            let srtp = crate::srtp::SrtpSender::new(
+                crate::srtp::Profile::AeadAes128Gcm,
+                &[1; 16],
+                &[2; 12],
+                rtc::crypto::RTCCryptoProvider::crypto(&provider),
+            )
+            .expect("keys");
+            let mut outbound = Outbound::new(srtp);
+            outbound.set_transport_cc(Some(3));
+            send_one(&mut outbound, 90_000, 9);
+            c.outbound = Some(outbound);
+        });
+        let codec = RTCRtpCodec {
+            mime_type: "video/VP8".to_owned(),
+            clock_rate: 90_000,
+            ..Default::default()
+        };
+        let mut forwarder = Forwarder::new(
+            publisher,
+            RTCRtpReceiverId::default(),
+            &codec,
+            RtpCodecKind::Video,
+            None,
+        );
+        let sid = ParticipantSid::new("PA_sub".to_owned());
+        forwarder.fanout.add(
+            sid.clone(),
+            DownTrack {
+                subscriber: sid,
+                conn: subscriber,
+                sender: Default::default(),
+                ssrc: 9,
+                payload_type: 96,
+                delivery: Delivery::Whole,
+                rtx: None,
+                first: false,
+            },
+        );
+        let key = TrackKey(99);
+        core.tracks.insert(key, forwarder);
+        with(&mut core, publisher, move |c| {
+            c.tracks.insert("camera".to_owned(), key);
+        });
+        assert!(audio_numbered(&mut core, subscriber), "beside a video");
+        // The publisher's connection closes before the room unsubscribes
+        // anyone: its video is gone from the subscriber's connection all
+        // the same, and the audio no longer asks for feedback.
+        core.handle_command(Instant::now(), WorkerCommand::Close(publisher));
+        assert!(!core.tracks.contains_key(&key));
+        assert!(!audio_numbered(&mut core, subscriber), "no video left");
     }
 
     #[test]
