@@ -868,10 +868,10 @@ impl Outbound {
 /// connection also gets video. The feedback is for the video's bandwidth
 /// estimate, and the audio beside it is part of its loss sample (a paused
 /// video leaves only the audio to tell when the loss is over). A listener
-/// without video has nothing to estimate, and its browser would report on
-/// every audio packet it gets: 100 listeners sent the worker some 1 000
-/// feedback packets a second for 50 audio packets (BENCHMARKS.md, session
-/// 15). LiveKit offers transport-cc on video only; Salon negotiates it on
+/// without video has nothing to estimate, and its browser would send a
+/// feedback packet for every few audio packets it gets: 100 listeners sent
+/// the worker some 1 000 feedback packets a second for 50 audio packets
+/// (BENCHMARKS.md, session 15). LiveKit offers transport-cc on video only; Salon negotiates it on
 /// audio too, for that loss sample.
 fn numbered(
     congestion: &mut Option<Congestion>,
