@@ -871,8 +871,8 @@ impl Outbound {
 /// without video has nothing to estimate, and its browser would send a
 /// feedback packet for every few audio packets it gets: 100 listeners sent
 /// the worker some 1 000 feedback packets a second for 50 audio packets
-/// (BENCHMARKS.md, session 15). LiveKit offers transport-cc on video only; Salon negotiates it on
-/// audio too, for that loss sample.
+/// (BENCHMARKS.md, session 15). LiveKit offers transport-cc on video only;
+/// Salon negotiates it on audio too, for that loss sample.
 fn numbered(
     congestion: &mut Option<Congestion>,
     video_streams: usize,
