@@ -128,9 +128,6 @@ struct Seen {
     /// The time between its frames, averaged; `None` until it has sent
     /// two.
     frame_gap: Option<Duration>,
-    /// `at` + `outrun()`, kept with them: the choice of a layer looks at
-    /// it for every subscriber and packet.
-    outrun_at: Instant,
 }
 
 impl Seen {
@@ -143,7 +140,6 @@ impl Seen {
             frame: timestamp,
             frame_at: now,
             frame_gap: None,
-            outrun_at: now.checked_add(STALL).unwrap_or(now),
         }
     }
 
@@ -312,19 +308,19 @@ impl LayerTable {
             s.frame = timestamp;
             s.frame_at = now;
         }
-        s.outrun_at = now.checked_add(s.outrun()).unwrap_or(now);
         self.find_outrun();
     }
 
     /// Works out `outrun` again: a layer is outrun by a lower one that was
-    /// going when it went quiet and has gone on past its `outrun_at`.
+    /// going when it went quiet and has gone on past its `outrun()`.
     fn find_outrun(&mut self) {
         for (i, outrun) in self.outrun.iter_mut().enumerate() {
             *outrun = self.seen[i].as_ref().is_some_and(|seen| {
+                let outrun_at = seen.at.checked_add(seen.outrun()).unwrap_or(seen.at);
                 self.seen[..i]
                     .iter()
                     .flatten()
-                    .any(|lower| lower.at > seen.outrun_at && lower.since <= seen.at)
+                    .any(|lower| lower.at > outrun_at && lower.since <= seen.at)
             });
         }
     }
