@@ -1348,15 +1348,14 @@ mod tests {
         .expect("open")
     }
 
-    #[test]
-    fn subscribers_let_go_of_the_streams_of_a_publisher_that_leaves() {
-        let (mut core, _tx) = core();
+    /// A publisher's connection with a video track `camera` forwarded to
+    /// a subscriber's connection, which gets it (SSRC 9) and an audio,
+    /// with transport-wide feedback: (publisher, subscriber, track).
+    fn a_video_and_its_subscriber(core: &mut WorkerCore) -> (ConnId, ConnId, TrackKey) {
         let (notices, _rx) = mpsc::unbounded_channel();
-        let publisher = open(&mut core, &notices);
-        let subscriber = open(&mut core, &notices);
-        // The subscriber gets a video of the publisher's (SSRC 9) and an
-        // audio, with transport-wide feedback.
-        with(&mut core, subscriber, |c| {
+        let publisher = open(core, &notices);
+        let subscriber = open(core, &notices);
+        with(core, subscriber, |c| {
             let provider = rtc::crypto::providers::RingProvider::new();
             let srtp = crate::srtp::SrtpSender::new(
                 crate::srtp::Profile::AeadAes128Gcm,
@@ -1398,16 +1397,36 @@ mod tests {
         );
         let key = TrackKey(99);
         core.tracks.insert(key, forwarder);
-        with(&mut core, publisher, move |c| {
+        with(core, publisher, move |c| {
             c.tracks.insert("camera".to_owned(), key);
         });
-        assert!(audio_numbered(&mut core, subscriber), "beside a video");
+        assert!(audio_numbered(core, subscriber), "beside a video");
+        (publisher, subscriber, key)
+    }
+
+    #[test]
+    fn subscribers_let_go_of_the_streams_of_a_publisher_that_leaves() {
+        let (mut core, _tx) = core();
+        let (publisher, subscriber, key) = a_video_and_its_subscriber(&mut core);
         // The publisher's connection closes before the room unsubscribes
         // anyone: its video is gone from the subscriber's connection all
         // the same, and the audio no longer asks for feedback.
         core.handle_command(Instant::now(), WorkerCommand::Close(publisher));
         assert!(!core.tracks.contains_key(&key));
         assert!(!audio_numbered(&mut core, subscriber), "no video left");
+    }
+
+    #[test]
+    fn subscribers_let_go_of_the_streams_of_a_track_that_ends() {
+        let (mut core, _tx) = core();
+        let (publisher, subscriber, key) = a_video_and_its_subscriber(&mut core);
+        // The publisher's camera track ends (its transceiver stopped), the
+        // connection stays.
+        let ended = RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose("camera".to_owned()));
+        core.on_event(Instant::now(), publisher, ended);
+        assert!(!core.tracks.contains_key(&key));
+        assert!(!audio_numbered(&mut core, subscriber), "no video left");
+        assert_eq!(with(&mut core, publisher, |_| 7), Some(7), "still open");
     }
 
     #[test]
