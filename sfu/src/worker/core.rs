@@ -1351,10 +1351,12 @@ mod tests {
     /// A publisher's connection with a video track `camera` forwarded to
     /// a subscriber's connection, which gets it (SSRC 9) and an audio,
     /// with transport-wide feedback: (publisher, subscriber, track).
-    fn a_video_and_its_subscriber(core: &mut WorkerCore) -> (ConnId, ConnId, TrackKey) {
-        let (notices, _rx) = mpsc::unbounded_channel();
-        let publisher = open(core, &notices);
-        let subscriber = open(core, &notices);
+    fn a_video_and_its_subscriber(
+        core: &mut WorkerCore,
+        notices: &mpsc::UnboundedSender<ConnNotice>,
+    ) -> (ConnId, ConnId, TrackKey) {
+        let publisher = open(core, notices);
+        let subscriber = open(core, notices);
         with(core, subscriber, |c| {
             let provider = rtc::crypto::providers::RingProvider::new();
             let srtp = crate::srtp::SrtpSender::new(
@@ -1407,7 +1409,8 @@ mod tests {
     #[test]
     fn subscribers_let_go_of_the_streams_of_a_publisher_that_leaves() {
         let (mut core, _tx) = core();
-        let (publisher, subscriber, key) = a_video_and_its_subscriber(&mut core);
+        let (notices, _rx) = mpsc::unbounded_channel();
+        let (publisher, subscriber, key) = a_video_and_its_subscriber(&mut core, &notices);
         // The publisher's connection closes before the room unsubscribes
         // anyone: its video is gone from the subscriber's connection all
         // the same, and the audio no longer asks for feedback.
@@ -1419,7 +1422,8 @@ mod tests {
     #[test]
     fn subscribers_let_go_of_the_streams_of_a_track_that_ends() {
         let (mut core, _tx) = core();
-        let (publisher, subscriber, key) = a_video_and_its_subscriber(&mut core);
+        let (notices, _rx) = mpsc::unbounded_channel();
+        let (publisher, subscriber, key) = a_video_and_its_subscriber(&mut core, &notices);
         // The publisher's camera track ends (its transceiver stopped), the
         // connection stays.
         let ended = RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose("camera".to_owned()));
