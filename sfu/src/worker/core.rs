@@ -9,7 +9,7 @@ use super::demux::Demux;
 use super::{ConnEvent, ConnId, ConnNotice, ConnRole, OpenConn, TrackKey, WorkerCommand};
 use crate::clock::{ClockOffset, Ntp};
 use crate::feedback::{FEEDBACK_SLOT, Feedback, RtcpTap};
-use crate::forwarder::{Followup, Forwarder, ForwarderCommand, ForwarderHandle};
+use crate::forwarder::{DownTrack, Followup, Forwarder, ForwarderCommand, ForwarderHandle};
 use crate::outbound::{BufferPool, OutPacket, Outbound, REPORT_INTERVAL, StreamInfo};
 use crate::red::Delivery;
 use crate::repair::{REPAIR_SLOT, RtxRepair};
@@ -589,15 +589,18 @@ impl WorkerCore {
             Followup::Keyframe(ssrc) => {
                 request_keyframe(&mut self.conns, &mut self.dirty, forwarder, now, ssrc);
             }
-            Followup::Unsubscribed(down) => {
-                if let Some(outbound) = self
-                    .conns
-                    .get_mut(&down.conn)
-                    .and_then(|c| c.outbound.as_mut())
-                {
-                    outbound.forget_stream(down.ssrc);
-                }
-            }
+            Followup::Unsubscribed(down) => self.forget_down(&down),
+        }
+    }
+
+    /// Lets a subscriber's connection go of its stream of a track.
+    fn forget_down(&mut self, down: &DownTrack) {
+        if let Some(outbound) = self
+            .conns
+            .get_mut(&down.conn)
+            .and_then(|c| c.outbound.as_mut())
+        {
+            outbound.forget_stream(down.ssrc);
         }
     }
 
@@ -610,13 +613,7 @@ impl WorkerCore {
             return;
         };
         for down in forwarder.fanout.sinks() {
-            if let Some(outbound) = self
-                .conns
-                .get_mut(&down.conn)
-                .and_then(|c| c.outbound.as_mut())
-            {
-                outbound.forget_stream(down.ssrc);
-            }
+            self.forget_down(down);
         }
     }
 
@@ -1219,7 +1216,6 @@ fn build_pc(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forwarder::DownTrack;
     use crate::worker::ConnRole;
     use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
@@ -1350,8 +1346,9 @@ mod tests {
 
     /// A connection standing for a publisher's (opened with the test's
     /// subscriber role, which the forwarding here does not look at), with
-    /// a video track `camera` forwarded to a subscriber's connection, which gets it (SSRC 9) and an audio,
-    /// with transport-wide feedback: (publisher, subscriber, track).
+    /// a video track `camera` forwarded to a subscriber's connection,
+    /// which gets it (SSRC 9) and an audio, with transport-wide feedback:
+    /// (publisher, subscriber, track).
     fn a_video_and_its_subscriber(
         core: &mut WorkerCore,
         notices: &mpsc::UnboundedSender<ConnNotice>,
